@@ -1,0 +1,233 @@
+"""The contracts between the host and its plugins.
+
+Everything a plugin author needs is importable from here: the hook marker, the specs a plugin
+returns from its hooks, and the base classes for environments, behaviour policies, algorithms
+and policies. The host never looks inside a plugin beyond these.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
+
+import numpy as np
+import pluggy
+
+if TYPE_CHECKING:  # imported lazily: env plugins should not pay for torch
+    import torch
+
+    from marlbench.data.dataset import OfflineDataset
+
+hookimpl = pluggy.HookimplMarker("marlbench")
+
+# ---------------------------------------------------------------------------------------------
+# Environments
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EnvInfo:
+    """The shapes an algorithm is built for; an env and every dataset made from it agree on them."""
+
+    name: str
+    n_agents: int
+    obs_dim: int
+    state_dim: int
+    n_actions: int
+    episode_limit: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def mismatches(self, other: EnvInfo) -> list[str]:
+        """Fields (other than the name) where two infos disagree, as 'field: a != b'."""
+        out = []
+        for f in dataclasses.fields(self):
+            if f.name != "name" and getattr(self, f.name) != getattr(other, f.name):
+                out.append(f"{f.name}: {getattr(other, f.name)} != {getattr(self, f.name)}")
+        return out
+
+
+@dataclass
+class Step:
+    """What `MultiAgentEnv.step` returns. `truncated` marks a time limit (bootstrap), not an end."""
+
+    obs: np.ndarray  # [n_agents, obs_dim] float32
+    state: np.ndarray  # [state_dim] float32
+    avail: np.ndarray  # [n_agents, n_actions] bool
+    reward: float  # team reward, as the papers report it
+    terminated: bool
+    truncated: bool
+    info: dict[str, Any] = field(default_factory=dict)  # e.g. {"won": True} at episode end
+
+
+class MultiAgentEnv(abc.ABC):
+    """One interface for every environment plugin (cooperative, discrete actions)."""
+
+    info: EnvInfo
+
+    @abc.abstractmethod
+    def reset(self, seed: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Start an episode; returns (obs [n, obs_dim], state [state_dim], avail [n, n_actions])."""
+
+    @abc.abstractmethod
+    def step(self, actions: np.ndarray) -> Step:
+        """Apply one joint action (ints, shape [n_agents])."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release resources."""
+
+
+@dataclass(frozen=True)
+class EnvSpec:
+    """A named task an environment plugin offers."""
+
+    name: str
+    family: str  # groups tasks that share dataset recipes, e.g. "rware"
+    info: EnvInfo
+    factory: Callable[[], MultiAgentEnv]
+    description: str = ""
+    version: str = ""  # underlying simulator and version, recorded in datasets
+    # When the global state is the concatenation of the agents' observations (RWARE), datasets
+    # do not store it twice; loaders derive it.
+    state_is_concat_obs: bool = False
+    has_win_flag: bool = False
+    default_dataset: str = "expert"
+    # Extra named columns per evaluation episode, e.g. {"return_smac": 10.0} for a scaled return.
+    return_scales: Mapping[str, float] = field(default_factory=dict)
+
+
+# ---------------------------------------------------------------------------------------------
+# Datasets
+# ---------------------------------------------------------------------------------------------
+
+
+class BehaviourPolicy(abc.ABC):
+    """A policy that generates a dataset. It may read the simulator's internals (privileged)."""
+
+    @abc.abstractmethod
+    def reset(self, env: MultiAgentEnv, rng: np.random.Generator) -> None:
+        """Called after every env reset; `rng` is the only source of randomness allowed."""
+
+    @abc.abstractmethod
+    def act(self, env: MultiAgentEnv, obs: np.ndarray, state: np.ndarray,
+            avail: np.ndarray) -> np.ndarray:
+        """Joint action (ints, shape [n_agents]) for the current step."""
+
+
+@dataclass(frozen=True)
+class DatasetRecipe:
+    """How to generate a dataset of one quality for every env of a family."""
+
+    family: str
+    quality: str
+    make_behaviour: Callable[[EnvSpec], BehaviourPolicy]
+    description: str = ""
+    default_episodes: int = 200
+
+
+# ---------------------------------------------------------------------------------------------
+# Algorithms
+# ---------------------------------------------------------------------------------------------
+
+
+class Policy(abc.ABC):
+    """An acting policy over a batch of `n_envs` environments that run in lockstep.
+
+    Recurrent or return-to-go state lives inside the policy: `reset` clears it, `act` advances it,
+    `observe` feeds back the team reward of the step just taken.
+    """
+
+    @abc.abstractmethod
+    def reset(self, n_envs: int) -> None: ...
+
+    @abc.abstractmethod
+    def act(self, obs: np.ndarray, state: np.ndarray, avail: np.ndarray) -> np.ndarray:
+        """obs [B, n, obs_dim], state [B, state_dim], avail [B, n, A] -> actions [B, n] int."""
+
+    def observe(self, rewards: np.ndarray) -> None:  # noqa: B027 - optional hook
+        """Team rewards [B] of the step just taken (return-conditioned policies use them)."""
+
+
+class Algorithm(abc.ABC):
+    """An offline algorithm. The runner owns the loop: `setup(data)`, then `update()` N times.
+
+    Subclasses set `Config` to a dataclass whose defaults are documented with their source.
+    Networks are built in `__init__` (so a checkpoint loads without data); `setup` prepares
+    training. All learnable state must live in `modules()` (saved to the checkpoint) plus the
+    JSON-able `extra_state()`, so that a saved run reloads into identical actions.
+    """
+
+    Config: ClassVar[type]
+
+    def __init__(self, config: Any, env: EnvInfo, device: torch.device, seed: int):
+        self.config, self.env, self.device, self.seed = config, env, device, seed
+
+    @abc.abstractmethod
+    def setup(self, data: OfflineDataset) -> None:
+        """Prepare for training on `data` (normalisers, target return, optimisers)."""
+
+    @abc.abstractmethod
+    def update(self) -> Mapping[str, float]:
+        """One training step; returns scalar metrics (must include 'loss')."""
+
+    @abc.abstractmethod
+    def policy(self, greedy: bool = False, seed: int = 0) -> Policy:
+        """A policy acting with the current parameters (evaluation mode).
+
+        Actions are sampled from the masked action distribution with a generator seeded by
+        `seed` (the MADS4 paper, §4.1: probabilities "sampled after applying the action
+        availability masks"), or the most likely available action if `greedy`.
+        """
+
+    @abc.abstractmethod
+    def modules(self) -> Mapping[str, torch.nn.Module]:
+        """The networks whose parameters make up the checkpoint."""
+
+    def extra_state(self) -> dict[str, Any]:
+        """JSON-able state besides parameters (e.g. the target return)."""
+        return {}
+
+    def load_extra_state(self, state: Mapping[str, Any]) -> None:  # noqa: B027
+        """Inverse of `extra_state`."""
+
+
+ExecutionMode = Literal["centralised", "sequential", "decentralised"]
+
+
+@dataclass(frozen=True)
+class AlgorithmSpec:
+    """A named algorithm an algorithm plugin offers."""
+
+    name: str
+    cls: type[Algorithm]
+    description: str = ""
+    paper: str = ""
+    execution: ExecutionMode = "decentralised"
+    uses_global_state: bool = False
+    action_space: Literal["discrete", "continuous"] = "discrete"
+    # Fixed config overrides applied before the user's (variants of one class, e.g. ids4).
+    preset: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def config_cls(self) -> type:
+        return self.cls.Config
+
+
+# ---------------------------------------------------------------------------------------------
+# Lifecycle (what loggers receive)
+# ---------------------------------------------------------------------------------------------
+
+
+class RunContext(Protocol):
+    """Read-only view of a run passed to lifecycle hooks."""
+
+    algo: str
+    env: str
+    dataset: str
+    seed: int
+    out_dir: Any  # pathlib.Path of the run's (staging) folder
+    config: Mapping[str, Any]

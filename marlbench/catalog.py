@@ -1,0 +1,84 @@
+"""Finding the dataset a command asks for, and generating it from its recipe when missing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from marlbench.api import EnvSpec
+from marlbench.data import collect as _collect
+from marlbench.data import store
+from marlbench.data.schema import check_compatible, read_card
+from marlbench.errors import DatasetError, UnknownNameError
+from marlbench.plugins import Registry
+from marlbench.progress import Reporter
+
+REFERENCE_QUALITIES = ("random", "expert")  # low / high anchors for normalised scores
+
+
+def reference_returns(reg: Registry, spec: EnvSpec, reporter: Reporter) -> dict[str, float]:
+    """Mean return of the family's reference behaviours (fixed seed, same for every dataset)."""
+    recipes = reg.recipes_for(spec)
+    out = {}
+    for quality in REFERENCE_QUALITIES:
+        if quality in recipes:
+            reporter.info(f"measuring the {quality!r} reference return of {spec.name}")
+            out[quality] = _collect.measure_return(spec, recipes[quality].make_behaviour(spec))
+    return out
+
+
+def collect_dataset(reg: Registry, spec: EnvSpec, quality: str, *, episodes: int | None = None,
+                    seed: int = store.DEFAULT_SEED, root: Path | str | None = None,
+                    out: Path | None = None, overwrite: bool = False,
+                    reporter: Reporter | None = None) -> tuple[Path, dict[str, Any]]:
+    """Generate a dataset from the (family, quality) recipe; returns (path, card)."""
+    reporter = reporter or Reporter()
+    recipe = reg.recipe(spec, quality)
+    episodes = episodes or recipe.default_episodes
+    if episodes <= 0:
+        raise DatasetError(f"--episodes must be positive, got {episodes}")
+    name = store.dataset_name(quality, episodes, seed, recipe.default_episodes)
+    path = Path(out) if out else store.dataset_path(spec.name, name, root)
+    if path.exists() and not overwrite:
+        raise DatasetError(f"{path} already exists (use --overwrite to replace it)")
+    refs = reference_returns(reg, spec, reporter)
+    card = _collect.collect(spec, recipe.make_behaviour(spec), quality=quality,
+                            episodes=episodes, seed=seed, path=path, reporter=reporter,
+                            references=refs, behaviour_name=recipe.description or quality)
+    return path, card
+
+
+def resolve_dataset(reg: Registry, spec: EnvSpec, dataset: str, *,
+                    episodes: int | None = None, root: Path | str | None = None,
+                    reporter: Reporter | None = None) -> tuple[str, Path]:
+    """(dataset name, path) for a --dataset argument, collecting it first if it is missing.
+
+    `dataset` is a file path, or a name under the datasets root (see `marlbench.data.store`).
+    """
+    reporter = reporter or Reporter()
+    if store.is_path(dataset):
+        path = Path(dataset)
+        if not path.exists():
+            raise DatasetError(f"dataset file {path} does not exist")
+        check_compatible(read_card(path), spec.info, path)
+        return path.stem, path
+    recipes = reg.recipes_for(spec)
+    default_eps = next(iter(recipes.values())).default_episodes if recipes else 0
+    parsed = store.parse_name(dataset, default_eps)
+    if parsed and episodes is not None:
+        parsed = store.Recipe(parsed.quality, episodes, parsed.seed)
+    name = (store.dataset_name(parsed.quality, parsed.episodes, parsed.seed,
+                               recipes[parsed.quality].default_episodes)
+            if parsed and parsed.quality in recipes else dataset)
+    path = store.dataset_path(spec.name, name, root)
+    if path.exists():
+        check_compatible(read_card(path), spec.info, path)
+        return name, path
+    if not parsed or parsed.quality not in recipes:
+        existing = [p.stem for p in path.parent.glob("*.h5")]
+        raise UnknownNameError(f"dataset for {spec.name} (no file {path}, no recipe)", dataset,
+                               [*recipes, *existing])
+    reporter.info(f"dataset {spec.name}/{name} not found: collecting it into {path}")
+    collect_dataset(reg, spec, parsed.quality, episodes=parsed.episodes, seed=parsed.seed,
+                    out=path, reporter=reporter)
+    return name, path

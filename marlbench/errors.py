@@ -1,0 +1,46 @@
+"""User-facing errors: the CLI prints them as one clear line and exits non-zero."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+class MarlbenchError(Exception):
+    """An error caused by input the user can fix; shown without a traceback."""
+
+
+class UnknownNameError(MarlbenchError, KeyError):
+    """A name (algorithm, environment, dataset, option) that is not registered."""
+
+    def __init__(self, kind: str, name: str, known: Iterable[str]):
+        known = sorted(known)
+        close = difflib.get_close_matches(name, known, n=3, cutoff=0.5)
+        hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+        listing = "" if close else f" Known: {_abbreviate(known)}."
+        super().__init__(f"unknown {kind} {name!r}.{hint}{listing}")
+        self.kind, self.name, self.suggestions = kind, name, close
+
+    def __str__(self) -> str:  # KeyError would add quotes around the message
+        return self.args[0]
+
+
+class DatasetError(MarlbenchError):
+    """A dataset file that is missing, corrupt, of another schema, or for another env."""
+
+
+class ConfigError(MarlbenchError):
+    """An invalid algorithm option or override."""
+
+
+class CheckpointError(MarlbenchError):
+    """A checkpoint that does not belong to the algorithm/config it is loaded into."""
+
+
+class TrainingDiverged(MarlbenchError):
+    """The loss became NaN/inf; the last good checkpoint was kept."""
+
+
+def _abbreviate(names: list[str], limit: int = 12) -> str:
+    shown = ", ".join(names[:limit])
+    return shown + (f", ... ({len(names)} in all)" if len(names) > limit else "")

@@ -1,0 +1,72 @@
+"""Small building blocks: MLPs, fixed input normalisation, action masking, agent ids."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+NEG_INF = -1e9  # finite, so a fully masked row stays NaN-free
+
+
+def mlp(in_dim: int, hidden: int, layers: int, out_dim: int,
+        activation: type[nn.Module] = nn.ReLU) -> nn.Sequential:
+    """`layers` hidden layers of width `hidden`, then a linear output."""
+    mods: list[nn.Module] = []
+    d = in_dim
+    for _ in range(layers):
+        mods += [nn.Linear(d, hidden), activation()]
+        d = hidden
+    mods.append(nn.Linear(d, out_dim))
+    return nn.Sequential(*mods)
+
+
+def mask_logits(logits: torch.Tensor, avail: torch.Tensor) -> torch.Tensor:
+    """Unavailable actions get a large negative logit (probability 0 after softmax)."""
+    return logits.masked_fill(~avail.bool(), NEG_INF)
+
+
+def select_actions(logits: torch.Tensor, avail: torch.Tensor, greedy: bool,
+                   generator: torch.Generator | None = None) -> torch.Tensor:
+    """Sample from (or argmax over) the available actions; logits [..., A] -> actions [...]."""
+    logits = mask_logits(logits, avail)
+    if greedy:
+        return logits.argmax(-1)
+    probs = torch.softmax(logits.float(), -1).reshape(-1, logits.shape[-1])
+    return torch.multinomial(probs, 1, generator=generator).reshape(logits.shape[:-1])
+
+
+def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    mask = mask.to(x.dtype)
+    return (x * mask).sum() / mask.sum().clamp_min(1.0)
+
+
+def agent_one_hot(n_agents: int, batch_shape: tuple[int, ...],
+                  device: torch.device | str | None = None) -> torch.Tensor:
+    """[*batch_shape, n_agents, n_agents] identity rows, one per agent."""
+    eye = torch.eye(n_agents, device=device)
+    return eye.expand(*batch_shape, n_agents, n_agents)
+
+
+class FixedNormalizer(nn.Module):
+    """(x - mean) / std with statistics fitted once on the dataset and saved as buffers."""
+
+    def __init__(self, dim: int, min_std: float = 1e-3, max_rows: int = 200_000):
+        super().__init__()
+        self.min_std, self.max_rows = min_std, max_rows
+        self.register_buffer("mean", torch.zeros(dim))
+        self.register_buffer("std", torch.ones(dim))
+
+    @torch.no_grad()
+    def fit(self, x: torch.Tensor) -> None:
+        x = x.reshape(-1, x.shape[-1])
+        if len(x) > self.max_rows:  # an evenly spaced subset is plenty for two moments
+            x = x[torch.linspace(0, len(x) - 1, self.max_rows).long()]
+        x = x.float()
+        std = x.std(0)
+        self.mean.copy_(x.mean(0))
+        # A feature constant in the data keeps scale 1: dividing by ~0 would blow up any
+        # value the policy meets online that the dataset never showed.
+        self.std.copy_(torch.where(std < self.min_std, torch.ones_like(std), std))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std

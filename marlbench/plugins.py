@@ -1,0 +1,170 @@
+"""Plugin manager: loads every entry point of group ``marlbench`` and indexes what they offer.
+
+A plugin that fails to import, or whose hook raises, is recorded with its name and error and
+skipped; the others keep working. Names are unique across plugins: a second registration of a
+name is reported as a failure of the later plugin rather than silently shadowing the first.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.metadata as md
+import logging
+import warnings
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pluggy
+
+from marlbench import hookspecs
+from marlbench.api import AlgorithmSpec, DatasetRecipe, EnvSpec
+from marlbench.errors import MarlbenchError, UnknownNameError
+
+ENTRY_POINT_GROUP = "marlbench"
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Where a registered item came from."""
+
+    plugin: str  # entry point (or plugin) name
+    distribution: str  # "name version" of the installed package, or "<in-process>"
+    builtin: bool
+
+    def __str__(self) -> str:
+        return f"{self.plugin} ({'built-in' if self.builtin else self.distribution})"
+
+
+@dataclass(frozen=True)
+class PluginFailure:
+    plugin: str
+    distribution: str
+    error: str
+
+    def __str__(self) -> str:
+        return f"plugin {self.plugin!r} from {self.distribution} failed: {self.error}"
+
+
+@dataclass
+class Registry:
+    """Everything the loaded plugins offer, by name."""
+
+    pm: pluggy.PluginManager
+    algorithms: dict[str, tuple[AlgorithmSpec, Origin]] = field(default_factory=dict)
+    environments: dict[str, tuple[EnvSpec, Origin]] = field(default_factory=dict)
+    recipes: dict[tuple[str, str], tuple[DatasetRecipe, Origin]] = field(default_factory=dict)
+    failures: list[PluginFailure] = field(default_factory=list)
+    _origins: dict[str, Origin] = field(default_factory=dict)
+
+    # -- lookups --------------------------------------------------------------------------------
+
+    def algorithm(self, name: str) -> AlgorithmSpec:
+        if name not in self.algorithms:
+            raise UnknownNameError("algorithm", name, self.algorithms)
+        return self.algorithms[name][0]
+
+    def environment(self, name: str) -> EnvSpec:
+        if name not in self.environments:
+            raise UnknownNameError("environment", name, self.environments)
+        return self.environments[name][0]
+
+    def recipes_for(self, env: EnvSpec) -> dict[str, DatasetRecipe]:
+        return {q: r for (fam, q), (r, _) in self.recipes.items() if fam == env.family}
+
+    def recipe(self, env: EnvSpec, quality: str) -> DatasetRecipe:
+        recipes = self.recipes_for(env)
+        if quality not in recipes:
+            raise UnknownNameError(f"dataset quality for {env.name}", quality, recipes)
+        return recipes[quality]
+
+    # -- lifecycle broadcast --------------------------------------------------------------------
+
+    def broadcast(self, hook: str, **kwargs: Any) -> None:
+        """Call a lifecycle hook on every plugin; a failing logger warns, the run goes on."""
+        for impl in getattr(self.pm.hook, hook).get_hookimpls():
+            try:
+                impl.function(**{a: kwargs[a] for a in impl.argnames})
+            except Exception as exc:  # noqa: BLE001 - a broken logger must not kill a run
+                warnings.warn(f"plugin {impl.plugin_name!r} failed in {hook}: {exc!r}",
+                              stacklevel=2)
+
+    # -- building -------------------------------------------------------------------------------
+
+    def _collect(self) -> None:
+        for hook, table, key in (
+            ("marlbench_algorithms", self.algorithms, lambda s: s.name),
+            ("marlbench_environments", self.environments, lambda s: s.name),
+            ("marlbench_dataset_recipes", self.recipes, lambda s: (s.family, s.quality)),
+        ):
+            # Built-ins first, then plugins in registration order: on a name clash the
+            # earlier one keeps the name and the later one is reported.
+            impls = getattr(self.pm.hook, hook).get_hookimpls()
+            for impl in sorted(impls, key=lambda i: not self._origin(i.plugin_name).builtin):
+                origin = self._origin(impl.plugin_name)
+                try:
+                    items = list(impl.function() or ())
+                except Exception as exc:  # noqa: BLE001 - isolate the faulty plugin
+                    self._fail(origin, f"{hook} raised {exc!r}")
+                    continue
+                for item in items:
+                    k = key(item)
+                    if k in table:
+                        self._fail(origin, f"{hook}: {k!r} is already registered by "
+                                           f"{table[k][1]}")
+                        continue
+                    table[k] = (item, origin)
+
+    def _origin(self, plugin_name: str) -> Origin:
+        return self._origins.get(plugin_name, Origin(plugin_name, "<in-process>", False))
+
+    def _fail(self, origin: Origin, error: str) -> None:
+        self.failures.append(PluginFailure(origin.plugin, origin.distribution, error))
+        log.warning("%s", self.failures[-1])
+
+
+def _distribution_label(ep: md.EntryPoint) -> tuple[str, bool]:
+    dist = getattr(ep, "dist", None)
+    if dist is None:
+        return "<unknown distribution>", False
+    name = dist.metadata["Name"]
+    return f"{name} {dist.version}", name == "marlbench"
+
+
+def build_registry(extra_plugins: Iterable[tuple[str, object]] = ()) -> Registry:
+    """Load every installed plugin (plus `extra_plugins`, as (name, module) pairs)."""
+    pm = pluggy.PluginManager("marlbench")
+    pm.add_hookspecs(hookspecs)
+    reg = Registry(pm)
+    seen: set[str] = set()
+    for ep in sorted(md.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
+        label, builtin = _distribution_label(ep)
+        origin = Origin(ep.name, label, builtin)
+        if ep.name in seen:
+            reg._fail(origin, f"entry point name {ep.name!r} is used by another plugin")
+            continue
+        seen.add(ep.name)
+        try:
+            module = ep.load()
+            pm.register(module, name=ep.name)
+        except Exception as exc:  # noqa: BLE001 - report and continue with the others
+            reg._fail(origin, f"import of {ep.value!r} failed: {exc!r}")
+            continue
+        reg._origins[ep.name] = origin
+    for name, plugin in extra_plugins:
+        pm.register(plugin, name=name)
+        reg._origins[name] = Origin(name, "<in-process>", False)
+    reg._collect()
+    return reg
+
+
+@functools.lru_cache(maxsize=1)
+def registry() -> Registry:
+    """The process-wide registry of installed plugins (loaded once)."""
+    reg = build_registry()
+    if not reg.algorithms and not reg.environments:
+        raise MarlbenchError(
+            "no marlbench plugins found: is marlbench installed (pip install -e .)? "
+            "Entry points are only visible for installed distributions.")
+    return reg

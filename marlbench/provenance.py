@@ -1,0 +1,42 @@
+"""What a result or dataset records about the code and machine that made it."""
+
+from __future__ import annotations
+
+import functools
+import importlib.metadata as md
+import platform
+import subprocess
+import sys
+from pathlib import Path
+
+_PACKAGES = ("marlbench", "torch", "numpy", "h5py", "gymnasium", "rware", "jax", "jaxmarl",
+             "scipy", "pandas")
+
+
+@functools.lru_cache(maxsize=1)
+def package_versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for name in _PACKAGES:
+        try:
+            out[name] = md.version(name)
+        except md.PackageNotFoundError:
+            continue
+    return out
+
+
+@functools.lru_cache(maxsize=1)
+def code_commit() -> str | None:
+    """Git commit of the marlbench source tree (suffixed '-dirty' if modified), if known."""
+    src = Path(__file__).resolve().parent.parent
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=src, capture_output=True,
+                                text=True, timeout=5, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                               cwd=src, capture_output=True, text=True, timeout=5).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return commit + ("-dirty" if dirty else "")
+
+
+def command_line() -> str:
+    return " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])

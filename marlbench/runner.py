@@ -1,0 +1,298 @@
+"""One benchmark cell: dataset -> train -> evaluate online -> results folder.
+
+Results go to ``<results>/<env>/<dataset>/<algo>/seed-<k>/``:
+
+    config.json     the algorithm config actually used (defaults + preset + --set)
+    metrics.jsonl   training curve: one JSON object per logging interval
+    eval.json       every evaluation episode (return, length, win flag, scaled returns)
+    model.safetensors  weights + metadata (no pickle)
+    run.json        provenance and summary; written last
+
+Everything is written into a staging folder that is renamed into place only when complete, so a
+cell is complete exactly when ``run.json`` exists, and an existing result is never replaced
+unless ``overwrite`` is set. A run whose loss turns NaN stops, naming the step, and leaves
+``seed-<k>.failed/`` holding the last good checkpoint.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+import shutil
+import socket
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from marlbench import checkpoint
+from marlbench.api import Algorithm, AlgorithmSpec, EnvSpec
+from marlbench.catalog import resolve_dataset
+from marlbench.config import build_config, to_dict
+from marlbench.data import OfflineDataset
+from marlbench.errors import MarlbenchError, TrainingDiverged
+from marlbench.evaluation import evaluate, measure_latency
+from marlbench.fsutil import publish_dir, write_json
+from marlbench.plugins import Registry, registry
+from marlbench.progress import Reporter
+from marlbench.provenance import code_commit, command_line, package_versions
+
+DEFAULT_RESULTS = Path("results")
+EVAL_EPISODES = 30  # paper §5.2: "evaluated over 30 episodes"
+
+
+def results_root(root: Path | str | None = None) -> Path:
+    """Explicit root, else $MARLBENCH_RESULTS, else ./results."""
+    return Path(root or os.environ.get("MARLBENCH_RESULTS") or DEFAULT_RESULTS)
+
+
+def cell_dir(root: Path | str | None, env: str, dataset: str, algo: str, seed: int) -> Path:
+    return results_root(root) / env / dataset / algo / f"seed-{seed}"
+
+
+def is_complete(path: Path) -> bool:
+    return (path / "run.json").is_file()
+
+
+@dataclass
+class RunRequest:
+    algo: str
+    env: str
+    dataset: str | None = None  # default: the env's default dataset
+    seed: int = 0
+    steps: int | None = None  # default: the algorithm config's `steps`
+    eval_episodes: int = EVAL_EPISODES
+    eval_parallel: int = 10
+    episodes: int | None = None  # dataset size when it has to be collected
+    device: str = "cpu"
+    overrides: dict[str, Any] = field(default_factory=dict)
+    results_root: Path | None = None
+    datasets_root: Path | None = None
+    overwrite: bool = False
+    log_every: int = 100
+    threads: int | None = None
+    greedy: bool = False  # evaluate with argmax actions instead of sampling
+
+
+@dataclass
+class RunContext:
+    """What lifecycle hooks see of a run."""
+
+    algo: str
+    env: str
+    dataset: str
+    seed: int
+    out_dir: Path
+    config: dict[str, Any]
+
+
+def _device(name: str) -> torch.device:
+    try:
+        dev = torch.device(name)
+    except RuntimeError as exc:
+        raise MarlbenchError(f"invalid --device {name!r}: {exc}") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise MarlbenchError(f"--device {name}: CUDA is not available on this machine")
+    return dev
+
+
+def seed_everything(seed: int) -> None:
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def load_run(path: Path | str, device: str = "cpu",
+             reg: Registry | None = None) -> tuple[Algorithm, AlgorithmSpec, EnvSpec]:
+    """Rebuild the trained algorithm of a completed results folder from its checkpoint."""
+    path = Path(path)
+    if not is_complete(path):
+        raise MarlbenchError(f"{path} is not a completed run (no run.json)")
+    reg = reg or registry()
+    summary = json.loads((path / "run.json").read_text())
+    algo_spec, env_spec = reg.algorithm(summary["algo"]), reg.environment(summary["env"])
+    config = build_config(algo_spec.config_cls, json.loads((path / "config.json").read_text()))
+    algo = algo_spec.cls(config, env_spec.info, _device(device), summary["seed"])
+    checkpoint.load(path / "model.safetensors", algo_spec.name, algo)
+    return algo, algo_spec, env_spec
+
+
+def parameter_count(algo: Algorithm) -> int:
+    seen, total = set(), 0
+    for module in algo.modules().values():
+        for p in module.parameters():
+            if id(p) not in seen:
+                seen.add(id(p))
+                total += p.numel()
+    return total
+
+
+class _Snapshot:
+    """In-memory copy of the last weights that produced a finite loss."""
+
+    def __init__(self) -> None:
+        self.step, self.state = 0, None
+
+    def take(self, algo: Algorithm, step: int) -> None:
+        self.step = step
+        self.state = {m: copy.deepcopy(mod.state_dict()) for m, mod in algo.modules().items()}
+
+    def restore(self, algo: Algorithm) -> None:
+        if self.state is not None:
+            for m, mod in algo.modules().items():
+                mod.load_state_dict(self.state[m])
+
+
+def run(req: RunRequest, reporter: Reporter | None = None,
+        reg: Registry | None = None) -> dict[str, Any]:
+    """Run one cell and return its run.json summary."""
+    reporter = reporter or Reporter()
+    reg = reg or registry()
+    algo_spec, env_spec = reg.algorithm(req.algo), reg.environment(req.env)
+    if req.threads:
+        torch.set_num_threads(req.threads)
+    device = _device(req.device)
+    # Validate the config before any expensive work (collection, loading).
+    config = build_config(algo_spec.config_cls, algo_spec.preset, req.overrides)
+    steps = req.steps if req.steps is not None else getattr(config, "steps", None)
+    if not steps or steps <= 0:
+        raise MarlbenchError(f"--steps must be positive (got {steps})")
+    if req.eval_episodes <= 0:
+        raise MarlbenchError(f"--eval-episodes must be positive (got {req.eval_episodes})")
+    dataset_arg = req.dataset or env_spec.default_dataset
+    dataset_name, dataset_path = resolve_dataset(reg, env_spec, dataset_arg,
+                                                 episodes=req.episodes,
+                                                 root=req.datasets_root, reporter=reporter)
+    final = cell_dir(req.results_root, env_spec.name, dataset_name, algo_spec.name, req.seed)
+    if final.exists() and not req.overwrite:
+        state = "complete" if is_complete(final) else "incomplete"
+        raise MarlbenchError(f"results already exist at {final} ({state}); pass --overwrite "
+                             "to replace them")
+    data = OfflineDataset.load(dataset_path, env_spec.info)
+    staging = final.with_name(f".{final.name}.staging-{os.getpid()}")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    failed = final.with_name(f"{final.name}.failed")
+    try:
+        summary = _train_and_evaluate(req, reg, algo_spec, env_spec, config, steps, data,
+                                      dataset_name, staging, failed, device, reporter)
+        publish_dir(staging, final, overwrite=req.overwrite)
+    except TrainingDiverged:
+        shutil.rmtree(failed, ignore_errors=True)
+        os.replace(staging, failed)
+        raise
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    ctx = RunContext(algo_spec.name, env_spec.name, dataset_name, req.seed, final,
+                     to_dict(config))
+    reg.broadcast("marlbench_run_finished", run=ctx, summary=summary)
+    reporter.info(f"results written to {final}")
+    return summary
+
+
+def _train_and_evaluate(req: RunRequest, reg: Registry, algo_spec: AlgorithmSpec,
+                        env_spec: EnvSpec, config: Any, steps: int, data: OfflineDataset,
+                        dataset_name: str, out: Path, failed: Path, device: torch.device,
+                        reporter: Reporter) -> dict[str, Any]:
+    started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    seed_everything(req.seed)
+    algo = algo_spec.cls(config, env_spec.info, device, req.seed)
+    algo.setup(data)
+    write_json(out / "config.json", to_dict(config))
+    ctx = RunContext(algo_spec.name, env_spec.name, dataset_name, req.seed, out, to_dict(config))
+    reg.broadcast("marlbench_run_started", run=ctx)
+
+    # -- train ---------------------------------------------------------------------------------
+    snapshot, sums, count = _Snapshot(), {}, 0
+    snapshot.take(algo, 0)
+    checkpoint_every = max(1, min(1000, steps // 10))
+    t0 = time.perf_counter()
+    last_metrics: dict[str, float] = {}
+    with open(out / "metrics.jsonl", "w") as log, \
+            reporter.task(f"train {algo_spec.name} on {env_spec.name}/{dataset_name}",
+                          total=steps) as task:
+        for step in range(1, steps + 1):
+            metrics = {k: float(v) for k, v in algo.update().items()}
+            if not all(math.isfinite(v) for v in metrics.values()):
+                bad = ", ".join(k for k, v in metrics.items() if not math.isfinite(v))
+                snapshot.restore(algo)
+                checkpoint.save(out / "model.last-good.safetensors", algo_spec.name, algo)
+                raise TrainingDiverged(
+                    f"{bad} became non-finite at training step {step}; stopped. The last good "
+                    f"checkpoint (step {snapshot.step}) is kept in {failed}")
+            for k, v in metrics.items():
+                sums[k] = sums.get(k, 0.0) + v
+            count += 1
+            if step % checkpoint_every == 0:
+                snapshot.take(algo, step)
+            if step % req.log_every == 0 or step == steps:
+                last_metrics = {k: v / count for k, v in sums.items()}
+                row = {"step": step, "seconds": round(time.perf_counter() - t0, 3),
+                       **last_metrics}
+                log.write(json.dumps(row) + "\n")
+                log.flush()
+                reg.broadcast("marlbench_train_metrics", run=ctx, step=step,
+                              metrics=last_metrics)
+                task.note(f"loss {last_metrics.get('loss', float('nan')):.4f}")
+                sums, count = {}, 0
+            task.advance()
+    train_seconds = time.perf_counter() - t0
+    checkpoint.save(out / "model.safetensors", algo_spec.name, algo)
+
+    # -- evaluate ------------------------------------------------------------------------------
+    t1 = time.perf_counter()
+    policy = algo.policy(greedy=req.greedy, seed=req.seed)
+
+    def on_episode(r):
+        reg.broadcast("marlbench_eval_episode", run=ctx, episode=r.to_dict())
+
+    episodes = evaluate(env_spec, policy, req.eval_episodes, req.seed, req.eval_parallel,
+                        reporter, on_episode)
+    eval_seconds = time.perf_counter() - t1
+    returns = np.array([e.ret for e in episodes])
+    wins = [e.won for e in episodes if e.won is not None]
+    eval_summary = {
+        "episodes": len(episodes), "return_mean": float(returns.mean()),
+        "return_std": float(returns.std()), "return_min": float(returns.min()),
+        "return_max": float(returns.max()),
+        "win_rate": float(np.mean(wins)) if wins else None,
+        **{f"{name}_mean": float(np.mean([e.extra[name] for e in episodes]))
+           for name in env_spec.return_scales},
+        "seconds": round(eval_seconds, 2),
+    }
+    write_json(out / "eval.json", {"summary": eval_summary,
+                                   "episodes": [e.to_dict() for e in episodes]})
+    latency = measure_latency(env_spec, algo.policy(greedy=req.greedy, seed=req.seed),
+                              steps=min(200, env_spec.info.episode_limit), seed=req.seed)
+    algo_origin = reg.algorithms[algo_spec.name][1]
+    summary = {
+        "status": "complete",
+        "algo": algo_spec.name, "env": env_spec.name, "dataset": dataset_name,
+        "seed": req.seed,
+        "algorithm": {"class": f"{algo_spec.cls.__module__}.{algo_spec.cls.__qualname__}",
+                      "plugin": str(algo_origin), "execution": algo_spec.execution,
+                      "uses_global_state": algo_spec.uses_global_state,
+                      "paper": algo_spec.paper},
+        "environment": {"version": env_spec.version, **env_spec.info.to_dict()},
+        "dataset_card": {k: data.card.get(k) for k in (
+            "sha256", "quality", "behaviour", "seed", "episodes", "steps", "return_mean",
+            "return_std", "return_max", "win_rate", "reference_returns")},
+        "dataset_path": str(data.path),
+        "train": {"steps": steps, "seconds": round(train_seconds, 2),
+                  "steps_per_second": round(steps / max(train_seconds, 1e-9), 2),
+                  "final_metrics": last_metrics},
+        "eval": {**eval_summary, "actions": "greedy" if req.greedy else "sampled"},
+        "inference_latency": latency,
+        "parameters": parameter_count(algo),
+        "device": str(device), "torch_threads": torch.get_num_threads(),
+        "code_commit": code_commit(), "packages": package_versions(),
+        "command": command_line(), "host": socket.gethostname(),
+        "started_at": started, "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    write_json(out / "run.json", summary)
+    return summary
