@@ -1,0 +1,295 @@
+"""Structured state space (S4) layer with a convolutional view for training and an exactly
+matching recurrent view for acting.
+
+Continuous SSM per channel h (H channels, state size N):
+
+    x'(t) = A x(t) + B u(t),    y(t) = C x(t) + D u(t)
+
+**NPLR kernel** (Gu et al. 2022, "Efficiently Modeling Long Sequences with Structured State
+Spaces"). HiPPO-LegS A is normal plus low rank: A = V (Λ - P̃ P̃*) V*. We work in the eigenbasis
+with N/2 conjugate pairs (the other half is implied, so the system stays real),
+Re(Λ) = -max(exp(θ), 1e-4) < 0 by construction, and bilinear discretisation with step Δ:
+
+    Ā = (I - Δ/2 A)^-1 (I + Δ/2 A),    B̄ = (I - Δ/2 A)^-1 Δ B,    K_l = C Ā^l B̄  (l < L)
+
+The length-L kernel's generating function at the roots of unity ω_k = exp(-2πik/L) is
+
+    K̂(ω) = C̃ (I - Ā ω)^-1 B̄ = k̂00 - k̂01 k̂10 q / (1 + k̂11 q),   q = (1 + ω) / 2
+    k̂ab(ω) = Σ_n a_n b_n r̂_n(ω),   r̂_n(ω) = 2 / ((2/Δ)(1 - ω) - Λ_n (1 + ω))
+
+(Woodbury for the rank-1 term; the 2/(1+ω) factor is folded into r̂ so ω = -1 needs no
+special case), with (a, b) ∈ {(C̃, B), (C̃, P̃), (P̃*, B), (P̃*, P̃)} summed over both halves of
+each conjugate pair. C̃ = C (I - Ā^L) is what is trained (as in S4), so the Cauchy matrix r̂ is
+built once per forward and all four terms, for every output channel, come from one einsum.
+K = irfft(K̂); y = K * u by FFT of length 2L (no wrap-around) plus the D skip.
+
+**S4D kernel** (Gupta et al. 2022; Gu et al. 2022 "On the parameterization... of diagonal
+state space models"): A = Λ (the NPLR's Λ, P dropped), zero-order hold Ā = exp(ΔΛ),
+B̄ = (Ā - 1)/Λ B, K_l = 2 Re Σ_n C_n B̄_n Ā_n^l (Vandermonde); cheaper, for comparisons.
+
+**Recurrent view.** NPLR: C = C̃ (I - Ā^L)^-1 and the dense Ā are formed in float64 once after
+each parameter update (never by stepping in the eigenbasis of the full LegS matrix, which is
+ill-conditioned), mapped to real coordinates [Re x_half; Im x_half], and stepped as a batched
+N x N matvec per channel. S4D steps its diagonal directly.
+
+**Channels.** A layer may expose extra readouts of the same state: each SSM channel h gets
+`channels` rows C_{c,h}; readout 0 (+ D u) is the layer output, readouts 1.. (no D) are linear
+functions of the state x_t, exact in both views. MADS4 uses one such readout as the message.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import numpy as np
+import torch
+from torch import nn
+
+from marlbench.nn.common import MaskedBatchNorm
+
+KernelMode = Literal["nplr", "s4d"]
+MIN_DECAY = 1e-4  # |Re Λ| floor
+
+
+def hippo_legs_nplr(N: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(Λ [N/2], P̃ [N/2], B̃ [N/2]) complex128: HiPPO-LegS as normal - rank-1, diagonalised.
+
+    A_nk = -sqrt(2n+1) sqrt(2k+1) (n > k), -(n+1) (n = k), 0 (n < k);  B_n = sqrt(2n+1);
+    P_n = sqrt(n + 1/2). A + P P^T = -I/2 + T with T skew-symmetric, so it is normal.
+    """
+    n = np.arange(N, dtype=np.float64)
+    r = np.sqrt(2 * n + 1)
+    A = -np.tril(np.outer(r, r), -1) - np.diag(n + 1)
+    P = np.sqrt(n + 0.5)
+    B = r.copy()
+    S = A + np.outer(P, P)
+    T = S + 0.5 * np.eye(N)  # skew part
+    mu, V = np.linalg.eigh(1j * T)  # i T is Hermitian; eigenvalues of T are -i mu
+    lam = -0.5 - 1j * mu
+    keep = np.argsort(lam.imag)[N // 2:]  # one of each conjugate pair (positive imaginary)
+    lam, V = lam[keep], V[:, keep]
+    return lam, V.conj().T @ P, V.conj().T @ B
+
+
+def _cplx(x: torch.Tensor) -> torch.Tensor:
+    return torch.view_as_complex(x)
+
+
+class SSMKernel(nn.Module):
+    """Kernels K [channels, H, l_max] of H independent SSMs of state size N."""
+
+    def __init__(self, d_model: int, d_state: int, l_max: int, channels: int = 1,
+                 mode: KernelMode = "nplr", n_ssm: int = 1, dt_min: float = 1e-3,
+                 dt_max: float = 1e-1):
+        super().__init__()
+        if d_state <= 0 or d_state % 2:
+            raise ValueError(f"S4 state size N must be even and positive (conjugate pairs), "
+                             f"got {d_state}")
+        if d_model <= 0 or l_max <= 0 or channels <= 0:
+            raise ValueError(f"S4 sizes must be positive (H={d_model}, L={l_max}, "
+                             f"channels={channels})")
+        if mode not in ("nplr", "s4d"):
+            raise ValueError(f"kernel must be 'nplr' or 's4d', got {mode!r}")
+        if n_ssm <= 0 or d_model % n_ssm:
+            raise ValueError(f"n_ssm ({n_ssm}) must divide the channel count H ({d_model})")
+        self.H, self.N, self.L, self.channels, self.mode = d_model, d_state, l_max, channels, mode
+        lam, p, b = hippo_legs_nplr(d_state)
+        # n_ssm independent (Λ, P, B) sets, each shared by H / n_ssm channels (as in S4);
+        # every channel keeps its own Δ and C.
+        rep = lambda v: torch.from_numpy(np.stack([v] * n_ssm)).to(torch.complex64)  # noqa
+        log_dt = torch.rand(d_model) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min)
+        self.log_dt = nn.Parameter(log_dt)
+        lam_t = rep(lam)
+        self.log_neg_re = nn.Parameter(torch.log(-lam_t.real))  # Re Λ = -exp(.) < 0 always
+        self.im = nn.Parameter(lam_t.imag.clone())
+        self.B = nn.Parameter(torch.view_as_real(rep(b)).clone())
+        if mode == "nplr":
+            self.P = nn.Parameter(torch.view_as_real(rep(p)).clone())
+        # S4 initialisation of C (C̃ for NPLR): standard complex normal.
+        self.C = nn.Parameter(torch.view_as_real(
+            torch.randn(channels, d_model, d_state // 2, dtype=torch.complex64)).clone())
+
+    def ssm_parameters(self) -> list[nn.Parameter]:
+        """Parameters of the state dynamics (Δ, Λ, P, B): their own lr, no weight decay."""
+        return [p for name, p in self.named_parameters() if name != "C"]
+
+    def _per_channel(self, v: torch.Tensor) -> torch.Tensor:
+        """[n_ssm, N/2] -> [H, N/2]: each SSM serves a contiguous group of channels."""
+        return v.repeat_interleave(self.H // v.shape[0], dim=0)
+
+    def _lambda(self) -> torch.Tensor:
+        # Re Λ = -exp(θ), floored away from 0 (as S4 does) so float32 underflow cannot make a
+        # mode marginally stable and I - Ā^L singular.
+        re = -torch.exp(self.log_neg_re).clamp_min(MIN_DECAY)
+        return self._per_channel(torch.complex(re, self.im))
+
+    def _B(self) -> torch.Tensor:
+        return self._per_channel(_cplx(self.B))
+
+    def _P(self) -> torch.Tensor:
+        return self._per_channel(_cplx(self.P))
+
+    def forward(self) -> torch.Tensor:
+        """K [channels, H, L] (float32)."""
+        return self._nplr_kernel() if self.mode == "nplr" else self._s4d_kernel()
+
+    def _nplr_kernel(self) -> torch.Tensor:
+        L, dev = self.L, self.log_dt.device
+        dt = torch.exp(self.log_dt)[:, None, None]  # [H, 1, 1]
+        omega = torch.exp(-2j * math.pi * torch.arange(L // 2 + 1, device=dev) / L)  # [K]
+        lam = self._lambda()
+        lam_full = torch.cat([lam, lam.conj()], -1)[:, :, None]  # [H, N, 1]
+        # Cauchy matrix, built once: r̂[h, n, k]
+        r = 2.0 / ((2.0 / dt) * (1 - omega) - lam_full * (1 + omega))
+        B, P, C = self._B(), self._P(), _cplx(self.C)  # [H, N/2], [c, H, N/2]
+        Pc = P.conj()
+        rows = torch.cat([C * B, C * P, (Pc * B)[None], (Pc * P)[None]], 0)  # [2c+2, H, N/2]
+        rows = torch.cat([rows, rows.conj()], -1)  # both halves of each pair
+        k = torch.einsum("vhn,hnk->vhk", rows, r)  # all terms, all channels: one contraction
+        c = self.channels
+        k00, k01, k10, k11 = k[:c], k[c:2 * c], k[2 * c], k[2 * c + 1]
+        q = (1 + omega) / 2
+        k_hat = k00 - k01 * (k10 * q / (1 + k11 * q))
+        return torch.fft.irfft(k_hat, n=L)
+
+    def _s4d_kernel(self) -> torch.Tensor:
+        dt = torch.exp(self.log_dt)[:, None]
+        dtl = dt * self._lambda()  # [H, N/2]
+        b_bar = (torch.exp(dtl) - 1) / self._lambda() * self._B()
+        vander = torch.exp(dtl[:, :, None] * torch.arange(self.L, device=dt.device))  # [H,N/2,L]
+        k = torch.einsum("chn,hnl->chl", _cplx(self.C) * b_bar, vander)
+        return 2 * k.real
+
+    # -- recurrent view ------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def recurrence(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Real-coordinate (Ā [H,N,N], B̄ [H,N], C [c,H,N]) reproducing `forward()`'s kernel.
+
+        Computed in float64: for NPLR, Ā^L by repeated squaring and C = C̃ (I - Ā^L)^-1.
+        """
+        H, N2 = self.H, self.N // 2
+        dt = torch.exp(self.log_dt.double())
+        lam = self._lambda().to(torch.complex128)
+        B, C = self._B().to(torch.complex128), _cplx(self.C).to(torch.complex128)
+        full = lambda v: torch.cat([v, v.conj()], -1)  # noqa: E731
+        eye = torch.eye(2 * N2, dtype=torch.complex128, device=dt.device)
+        if self.mode == "nplr":
+            P = full(self._P().to(torch.complex128))
+            A = torch.diag_embed(full(lam)) - P[:, :, None] * P.conj()[:, None, :]
+            left = eye - dt[:, None, None] / 2 * A
+            Abar = torch.linalg.solve(left, eye + dt[:, None, None] / 2 * A)
+            Bbar = torch.linalg.solve(left, (dt[:, None] * full(B))[..., None])[..., 0]
+            AL = torch.linalg.matrix_power(Abar, self.L)
+            # row vector C = C̃ (I - Ā^L)^-1  <=>  (I - Ā^L)^T C^T = C̃^T
+            Cfull = torch.linalg.solve((eye - AL).transpose(-1, -2),
+                                       full(C)[..., None])[..., 0]
+        else:
+            dtl = dt[:, None] * lam
+            Abar = torch.diag_embed(full(torch.exp(dtl)))
+            Bbar = full((torch.exp(dtl) - 1) / lam * B)
+            Cfull = full(C)
+        # Real coordinates: x_full = M [Re x_half; Im x_half], M = [[I, iI], [I, -iI]].
+        I2 = torch.eye(N2, dtype=torch.complex128, device=dt.device)
+        M = torch.cat([torch.cat([I2, 1j * I2], 1), torch.cat([I2, -1j * I2], 1)], 0)
+        Minv = torch.linalg.inv(M)
+        A_r = (Minv @ Abar @ M).real
+        B_r = (Minv @ Bbar[..., None])[..., 0].real
+        C_r = (Cfull @ M).real
+        return A_r.float(), B_r.float(), C_r.float()
+
+
+class S4Layer(nn.Module):
+    """H-channel S4 layer over [batch, length, H]: y = K * u + D u, plus extra readouts."""
+
+    def __init__(self, d_model: int, d_state: int, l_max: int, channels: int = 1,
+                 mode: KernelMode = "nplr", n_ssm: int = 1):
+        super().__init__()
+        self.kernel = SSMKernel(d_model, d_state, l_max, channels, mode, n_ssm)
+        self.D = nn.Parameter(torch.randn(d_model))
+        self._step_cache: tuple | None = None
+
+    @property
+    def l_max(self) -> int:
+        return self.kernel.L
+
+    def forward(self, u: torch.Tensor, k: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        """u [B, L, H] -> (y [B, L, H], extra readouts [channels-1, B, L, H]).
+
+        Pass `k = self.kernel()` to reuse one kernel for several inputs (e.g. one per agent).
+        """
+        L = u.shape[1]
+        if L > self.l_max:
+            raise ValueError(f"sequence length {L} exceeds the S4 context {self.l_max}")
+        k = self.kernel() if k is None else k
+        n = 2 * L
+        uf = torch.fft.rfft(u.transpose(1, 2), n=n)  # [B, H, F]
+        kf = torch.fft.rfft(k[..., :L], n=n)  # [c, H, F]
+        y = torch.fft.irfft(uf[None] * kf[:, None], n=n)[..., :L]  # [c, B, H, L]
+        y = y.transpose(-1, -2)  # [c, B, L, H]
+        return y[0] + u * self.D, y[1:]
+
+    # -- recurrent view ------------------------------------------------------------------------
+
+    def step_matrices(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Cached (Ā^T [H,N,N], B̄ [H,1,N], C^T [H,N,c]) in real coordinates, laid out for
+        batched row-vector products; recomputed whenever a kernel parameter changed."""
+        params = list(self.kernel.parameters())
+        key = tuple((id(p), p._version) for p in params)
+        if self._step_cache is None or self._step_cache[0] != key:
+            A, B, C = self.kernel.recurrence()
+            mats = (A.transpose(1, 2).contiguous(), B[:, None, :].contiguous(),
+                    C.permute(1, 2, 0).contiguous())
+            self._step_cache = (key, mats)
+        return self._step_cache[1]
+
+    def initial_state(self, batch: int) -> torch.Tensor:
+        """Zero state, laid out [H, batch, N] (row vectors: much faster matmuls at batch 1)."""
+        return torch.zeros(self.kernel.H, batch, self.kernel.N, device=self.D.device)
+
+    def step(self, u: torch.Tensor, state: torch.Tensor
+             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One step: u [B, H], state [H, B, N] -> (y [B, H], extras [c-1, B, H], new state).
+
+        x_t = Ā x_{t-1} + B̄ u_t,  y_t = C x_t (+ D u_t for readout 0).
+        """
+        A_T, Bv, C_T = self.step_matrices()
+        state = torch.baddbmm(u.t()[:, :, None] * Bv, state, A_T)  # [H, B, N]
+        out = torch.bmm(state, C_T).permute(2, 1, 0)  # [c, B, H]
+        return out[0] + u * self.D, out[1:], state
+
+
+class S4Block(nn.Module):
+    """Residual block x + Dropout(GELU(Linear(S4(Norm(x))))) (the MADS4 paper, §4.1).
+
+    `norm="batch"` is the paper's BatchNorm, with statistics over valid (unpadded) tokens;
+    `norm="layer"` is LayerNorm. Both are per-token affine maps at inference, so the
+    convolutional and recurrent views agree.
+    """
+
+    def __init__(self, d_model: int, d_state: int, l_max: int, channels: int = 1,
+                 mode: KernelMode = "nplr", norm: Literal["batch", "layer"] = "batch",
+                 dropout: float = 0.0, n_ssm: int = 1):
+        super().__init__()
+        self.masked_norm = norm == "batch"
+        self.norm = MaskedBatchNorm(d_model) if self.masked_norm else nn.LayerNorm(d_model)
+        self.s4 = S4Layer(d_model, d_state, l_max, channels, mode, n_ssm)
+        self.mix = nn.Linear(d_model, d_model)
+        self.drop = nn.Dropout(dropout)
+
+    def _norm(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        return self.norm(x, mask) if self.masked_norm else self.norm(x)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None,
+                k: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """x [B, L, H] -> (x' [B, L, H], extra readouts [c-1, B, L, H])."""
+        y, extra = self.s4(self._norm(x, mask), k)
+        return x + self.drop(torch.nn.functional.gelu(self.mix(y))), extra
+
+    def step(self, x: torch.Tensor, state: torch.Tensor
+             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """x [B, H] one step -> (x' [B, H], extras [c-1, B, H], state)."""
+        y, extra, state = self.s4.step(self._norm(x, None), state)
+        return x + self.drop(torch.nn.functional.gelu(self.mix(y))), extra, state
