@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import shlex
 import sys
 import typing
 import warnings
@@ -304,6 +305,178 @@ def datasets_verify(targets, datasets_dir) -> None:
             stdout.print(f"[red]FAIL[/red] {exc}", highlight=False)
     if failed:
         raise MarlbenchError(f"{failed} of {len(targets)} datasets failed verification")
+
+
+# ------------------------------------------------------------------------------------------------
+# sweep
+# ------------------------------------------------------------------------------------------------
+
+
+@main.command()
+@click.option("--algos", required=True, help="Comma-separated algorithms, e.g. mads4,ids4,bc.")
+@click.option("--envs", required=True, help="Comma-separated env tasks.")
+@click.option("--datasets", "dataset_names", default=None,
+              help="Comma-separated dataset names (collected first if missing). Default: each "
+                   "env's default (RWARE: expert).")
+@click.option("--seeds", default="0-4", show_default=True,
+              help="Seeds, e.g. 0-4 or 0,2,5-7 (paper: 5 seeds).")
+@click.option("--steps", default=None, type=int,
+              help="Training updates. Default: each algorithm's budget.")
+@click.option("--eval-episodes", default=30, show_default=True, type=int,
+              help="Online evaluation episodes per cell (paper: 30).")
+@click.option("--eval-parallel", default=10, show_default=True, type=int)
+@click.option("--jobs", "-j", default=1, show_default=True, type=int,
+              help="Cells run at once, each in its own process.")
+@click.option("--threads", default=None, type=int,
+              help="torch threads per cell [default: CPU cores / --jobs].")
+@click.option("--device", default="cpu", show_default=True)
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
+              help="Override an option of every algorithm in the sweep; repeatable.")
+@click.option("--results", "results_dir", default=None, type=click.Path(path_type=Path),
+              help="Results root [default: $MARLBENCH_RESULTS or ./results].")
+@click.option("--datasets-root", "datasets_dir", default=None, type=click.Path(path_type=Path),
+              help="Datasets root [default: $MARLBENCH_DATASETS or ./datasets].")
+@click.option("--greedy", is_flag=True, help="Evaluate with argmax actions.")
+@click.option("--dry-run", is_flag=True, help="List the cells and whether they are complete.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
+@_handle_errors
+def sweep(algos, envs, dataset_names, seeds, steps, eval_episodes, eval_parallel, jobs, threads,
+          device, sets, results_dir, datasets_dir, greedy, dry_run, quiet) -> None:
+    """Run every (algorithm, env, dataset, seed) cell; complete cells are skipped, so a killed
+    sweep resumes where it stopped. A failing cell is recorded and the others go on."""
+    from marlbench.config import parse_assignments
+    from marlbench.executors import LocalProcessExecutor
+    from marlbench.runner import is_complete
+    from marlbench.sweep import CellOptions, parse_names, parse_seeds, plan
+    from marlbench.sweep import sweep as run_sweep
+
+    reporter = _reporter(quiet)
+    reg = _registry(reporter)
+    executor = LocalProcessExecutor(jobs, threads)  # validates --jobs before any work
+    options = CellOptions(steps=steps, eval_episodes=eval_episodes, eval_parallel=eval_parallel,
+                          device=device, overrides=parse_assignments(sets),
+                          results_root=results_dir, datasets_root=datasets_dir,
+                          threads=threads, greedy=greedy)
+    tasks = plan(reg, parse_names(algos), parse_names(envs), parse_names(dataset_names),
+                 parse_seeds(seeds), options, reporter)
+    if dry_run:
+        t = Table(title=f"{len(tasks)} cells", title_justify="left")
+        for col in ("algorithm", "env", "dataset", "seed", "state"):
+            t.add_column(col)
+        for task in tasks:
+            c = task.cell
+            t.add_row(c.algo, c.env, c.dataset, str(c.seed),
+                      "complete" if is_complete(task.path) else "to run")
+        stdout.print(t)
+        return
+    reporter.info(f"{len(tasks)} cells, {jobs} at a time, {executor.threads} torch thread(s) "
+                  "each")
+    summary = run_sweep(tasks, executor, reporter)
+    _print_sweep_summary(summary)
+    if summary.failed:
+        raise MarlbenchError(f"{len(summary.failed)} of {len(tasks)} cells failed; their "
+                             "errors are in seed-<k>.error.json next to each cell. Re-run the "
+                             "same command to retry them.")
+
+
+def _print_sweep_summary(summary) -> None:
+    ran = [o for o in summary.outcomes if o.status != "skipped"]
+    if ran:
+        t = Table(title="Cells run", title_justify="left")
+        for col in ("cell", "status", "return", "seconds", "error"):
+            t.add_column(col)
+        for o in ran:
+            t.add_row(str(o.cell), o.status,
+                      "-" if o.return_mean is None else f"{o.return_mean:.2f}",
+                      f"{o.seconds:.0f}", o.error or "")
+        stdout.print(t)
+    stdout.print(f"sweep: {summary.count('done')} done, {summary.count('failed')} failed, "
+                 f"{summary.count('skipped')} skipped (already complete) in "
+                 f"{summary.seconds:.0f} s", highlight=False)
+
+
+# ------------------------------------------------------------------------------------------------
+# compare
+# ------------------------------------------------------------------------------------------------
+
+COMPARE_FORMATS = ("table", "markdown", "latex", "csv", "json", "marl-eval")
+
+
+@main.command()
+@click.argument("results_dir", required=False, type=click.Path(path_type=Path))
+@click.option("--envs", default=None, help="Only these env tasks (comma-separated).")
+@click.option("--algos", default=None,
+              help="Only these algorithms (comma-separated; also their column order).")
+@click.option("--datasets", "dataset_names", default=None,
+              help="Only these datasets (comma-separated), e.g. expert.")
+@click.option("--pairs", default=None,
+              help="Probability of improvement for X:Y pairs, e.g. mads4:bc,mads4:ids4. "
+                   "Default: the best algorithm by IQM against each other.")
+@click.option("--format", "fmt", type=click.Choice(COMPARE_FORMATS), default="table",
+              show_default=True, help="What to print on stdout.")
+@click.option("--out", "out_dir", default=None, type=click.Path(path_type=Path),
+              help="Also write every format, PNG plots and leaderboard.md into this folder.")
+@click.option("--reps", default=50_000, show_default=True, type=int,
+              help="Bootstrap resamples for the intervals (rliable's default).")
+@click.option("--seed", default=0, show_default=True, type=int, help="Bootstrap seed.")
+@click.option("--alpha", default=0.05, show_default=True, type=float,
+              help="Significance level after Holm correction.")
+@click.option("--no-plots", is_flag=True, help="With --out: skip the PNG figures.")
+@_handle_errors
+def compare(results_dir, envs, algos, dataset_names, pairs, fmt, out_dir, reps, seed, alpha,
+            no_plots) -> None:
+    """Compare the runs under RESULTS_DIR [default: $MARLBENCH_RESULTS or ./results]: per-task
+    tables with significance tests, normalised aggregates with intervals, plots."""
+    import json
+
+    from marlbench import compare as cmp
+    from marlbench.compare import render
+    from marlbench.runner import results_root
+    from marlbench.sweep import parse_names
+
+    if not 0 < alpha < 1:
+        raise MarlbenchError(f"--alpha must be between 0 and 1 (got {alpha})")
+    if reps < 0:
+        raise MarlbenchError(f"--reps must be non-negative (got {reps})")
+    reporter = _reporter(False)
+    root = results_root(results_dir)
+    algo_list = parse_names(algos)
+    results = cmp.load_results(root, parse_names(envs), algo_list, parse_names(dataset_names))
+    comp = cmp.compare(results, cmp.parse_pairs(pairs), algo_list, reps=reps, seed=seed,
+                       alpha=alpha)
+    for warning in comp.warnings:
+        reporter.warn(warning)
+    if fmt == "table":
+        for table in render.rich_tables(comp):
+            stdout.print(table)
+    else:
+        text = {"markdown": lambda: render.to_markdown(comp),
+                "latex": lambda: render.to_latex(comp),
+                "csv": lambda: render.to_csv(comp),
+                "json": lambda: render.to_json(comp),
+                "marl-eval": lambda: json.dumps(render.to_marl_eval(comp), indent=2)}[fmt]()
+        click.echo(text, nl=not text.endswith("\n"))
+    if out_dir is not None:
+        files = cmp.write_report(comp, out_dir, _command_given(), plots=not no_plots)
+        reporter.info(f"wrote {len(files)} files to {out_dir} (leaderboard: "
+                      f"{out_dir / cmp.report.LEADERBOARD})")
+
+
+def _command_given() -> str:
+    """The current command as typed: its name and the parameters given on the command line."""
+    ctx = click.get_current_context()
+    words = ["marlbench", ctx.info_name]
+    for param in ctx.command.params:
+        if ctx.get_parameter_source(param.name) is not click.core.ParameterSource.COMMANDLINE:
+            continue
+        value = ctx.params[param.name]
+        if not isinstance(param, click.Option):
+            words.append(str(value))
+        elif param.is_flag:
+            words.append(param.opts[0])
+        else:
+            words += [param.opts[0], str(value)]
+    return shlex.join(words)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,134 @@
+"""Reading a results folder: completed runs, failed cells, and the filters of `compare`.
+
+Only the files the runner and the sweep write are read (``run.json``, ``eval.json``,
+``metrics.jsonl``, ``seed-<k>.error.json``); nothing here imports torch or a plugin, so any
+results folder can be compared on any machine.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from marlbench.errors import MarlbenchError, UnknownNameError
+
+_SEED_DIR = re.compile(r"^seed-(\d+)$")
+_ERROR_FILE = re.compile(r"^seed-(\d+)\.error\.json$")
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """One completed cell: an algorithm trained with one seed on one task (env, dataset)."""
+
+    env: str
+    dataset: str
+    algo: str
+    seed: int
+    return_mean: float  # mean evaluation return of this run: the per-run score
+    episode_returns: tuple[float, ...]
+    train_steps: int
+    code_commit: str | None
+    dataset_sha256: str | None
+    references: dict[str, float]  # fixed anchors from the dataset card: random, expert
+    command: str
+    path: Path
+
+    @property
+    def task(self) -> str:
+        return f"{self.env}/{self.dataset}"
+
+    def curve(self, metric: str = "loss") -> list[tuple[int, float]]:
+        """(step, value) of a training metric from metrics.jsonl."""
+        rows = [json.loads(line) for line in
+                (self.path / "metrics.jsonl").read_text().splitlines() if line.strip()]
+        return [(r["step"], r[metric]) for r in rows if metric in r]
+
+
+@dataclass(frozen=True)
+class FailedCell:
+    env: str
+    dataset: str
+    algo: str
+    seed: int
+    error: str
+
+    @property
+    def task(self) -> str:
+        return f"{self.env}/{self.dataset}"
+
+
+@dataclass
+class Results:
+    runs: list[RunRecord]
+    failed: list[FailedCell] = field(default_factory=list)
+    root: Path | None = None
+
+
+def load_results(root: Path | str, envs: Sequence[str] = (), algos: Sequence[str] = (),
+                 datasets: Sequence[str] = ()) -> Results:
+    """Every completed run under `root` (``<env>/<dataset>/<algo>/seed-<k>/run.json``),
+    keeping only the given envs / algorithms / datasets when filters are set."""
+    root = Path(root)
+    if not root.is_dir():
+        raise MarlbenchError(f"results folder {root} does not exist")
+    runs: list[RunRecord] = []
+    failed: list[FailedCell] = []
+    for algo_dir in sorted(p for p in root.glob("*/*/*") if p.is_dir()):
+        env, dataset, algo = algo_dir.relative_to(root).parts
+        complete = set()
+        for child in sorted(algo_dir.iterdir()):
+            m = _SEED_DIR.match(child.name)
+            if m and (child / "run.json").is_file():
+                runs.append(_read_run(child, env, dataset, algo, int(m[1])))
+                complete.add(int(m[1]))
+        for child in sorted(algo_dir.iterdir()):
+            m = _ERROR_FILE.match(child.name)
+            if m and int(m[1]) not in complete:
+                error = json.loads(child.read_text()).get("error") or "unknown error"
+                failed.append(FailedCell(env, dataset, algo, int(m[1]), error))
+    if not runs:
+        raise MarlbenchError(f"no completed runs under {root} (a run is complete when its "
+                             "run.json exists)")
+    runs = _select(runs, envs, algos, datasets)
+    failed = [f for f in failed if _keep(f, envs, algos, datasets)]
+    return Results(runs, failed, root)
+
+
+def _read_run(path: Path, env: str, dataset: str, algo: str, seed: int) -> RunRecord:
+    try:
+        summary = json.loads((path / "run.json").read_text())
+        episodes = json.loads((path / "eval.json").read_text())["episodes"]
+    except (OSError, ValueError, KeyError) as exc:
+        raise MarlbenchError(f"unreadable run {path}: {exc}") from None
+    card: dict[str, Any] = summary.get("dataset_card") or {}
+    returns = tuple(float(e["return"]) for e in episodes)
+    return RunRecord(env=env, dataset=dataset, algo=algo, seed=seed,
+                     return_mean=float(summary["eval"]["return_mean"]),
+                     episode_returns=returns, train_steps=int(summary["train"]["steps"]),
+                     code_commit=summary.get("code_commit"),
+                     dataset_sha256=card.get("sha256"),
+                     references=dict(card.get("reference_returns") or {}),
+                     command=summary.get("command", ""), path=path)
+
+
+def _keep(item, envs, algos, datasets) -> bool:
+    return ((not envs or item.env in envs) and (not algos or item.algo in algos)
+            and (not datasets or item.dataset in datasets))
+
+
+def _select(runs: list[RunRecord], envs, algos, datasets) -> list[RunRecord]:
+    """Apply the filters; a filter value that matches nothing is an error with a suggestion."""
+    for kind, wanted, attr in (("environment", envs, "env"), ("algorithm", algos, "algo"),
+                               ("dataset", datasets, "dataset")):
+        present = {getattr(r, attr) for r in runs}
+        for name in wanted:
+            if name not in present:
+                raise UnknownNameError(f"{kind} in these results", name, present)
+    kept = [r for r in runs if _keep(r, envs, algos, datasets)]
+    if not kept:
+        raise MarlbenchError("no runs match the filters (--envs, --algos, --datasets together)")
+    return kept

@@ -1,0 +1,251 @@
+"""Benchmark grids: every (algorithm, env, dataset, seed) cell through the same runner as `run`.
+
+A sweep is resumable because the runner publishes a cell atomically (``run.json`` last): cells
+that are already complete are skipped, and a cell whose run was killed left nothing that looks
+complete, so it simply runs again. A cell that fails is recorded next to where its results would
+be (``seed-<k>.error.json``) and the other cells go on. Cells are handed to an `Executor`
+(`marlbench.executors`), so where they run is independent of what a cell is.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import re
+import shutil
+import time
+import traceback
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from marlbench.catalog import resolve_dataset
+from marlbench.config import build_config
+from marlbench.errors import MarlbenchError
+from marlbench.fsutil import write_json
+from marlbench.plugins import Registry
+from marlbench.progress import Reporter
+from marlbench.runner import EVAL_EPISODES, RunRequest, cell_dir, is_complete, run
+
+Status = Literal["done", "skipped", "failed"]
+_TRACEBACK_CHARS = 4000  # tail kept in error records; enough for the failing frames
+
+
+# ------------------------------------------------------------------------------------------------
+# The grid
+# ------------------------------------------------------------------------------------------------
+
+
+def parse_seeds(text: str) -> list[int]:
+    """'0-4' -> [0..4]; '0,2,5-6' -> [0, 2, 5, 6]. Order kept, duplicates dropped."""
+    seeds: list[int] = []
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        m = re.fullmatch(r"(\d+)(?:-(\d+))?", part)
+        if not m:
+            raise MarlbenchError(f"bad --seeds {text!r}: use e.g. 0-4 or 0,2,5-7")
+        lo, hi = int(m[1]), int(m[2] if m[2] is not None else m[1])
+        if hi < lo:
+            raise MarlbenchError(f"bad --seeds range {part!r}: {hi} < {lo}")
+        seeds += [s for s in range(lo, hi + 1) if s not in seeds]
+    if not seeds:
+        raise MarlbenchError("--seeds is empty")
+    return seeds
+
+
+def parse_names(text: str | None) -> list[str]:
+    """'a,b, c' -> ['a', 'b', 'c'] (empty or None -> [])."""
+    return [n.strip() for n in (text or "").split(",") if n.strip()]
+
+
+@dataclass(frozen=True)
+class Cell:
+    algo: str
+    env: str
+    dataset: str  # resolved dataset name, as it appears in the results path
+    seed: int
+
+    def __str__(self) -> str:
+        return f"{self.algo} on {self.env}/{self.dataset} seed {self.seed}"
+
+
+@dataclass(frozen=True)
+class CellOptions:
+    """Run options shared by every cell of a sweep (what `marlbench run` takes besides names)."""
+
+    steps: int | None = None
+    eval_episodes: int = EVAL_EPISODES
+    eval_parallel: int = 10
+    device: str = "cpu"
+    overrides: dict[str, Any] = field(default_factory=dict)
+    results_root: Path | None = None
+    datasets_root: Path | None = None
+    threads: int | None = None
+    greedy: bool = False
+    log_every: int = 100
+
+
+@dataclass(frozen=True)
+class CellTask:
+    """What an executor runs: one cell and its options. Picklable, so it can cross processes."""
+
+    cell: Cell
+    options: CellOptions
+
+    @property
+    def path(self) -> Path:
+        c = self.cell
+        return cell_dir(self.options.results_root, c.env, c.dataset, c.algo, c.seed)
+
+
+@dataclass
+class CellOutcome:
+    cell: Cell
+    status: Status
+    seconds: float = 0.0
+    return_mean: float | None = None
+    error: str | None = None  # one line
+    details: str | None = None  # traceback tail or exit status
+
+
+# ------------------------------------------------------------------------------------------------
+# One cell (runs inside a worker)
+# ------------------------------------------------------------------------------------------------
+
+
+def error_record_path(path: Path) -> Path:
+    return path.with_name(f"{path.name}.error.json")
+
+
+@contextlib.contextmanager
+def _cell_lock(path: Path) -> Iterator[None]:
+    """Exclusive per-cell lock, so two sweeps over one results folder never run a cell twice.
+
+    The kernel releases it when the holder dies, so a killed sweep leaves no stale lock.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(f".{path.name}.lock"), "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _remove_dead_staging(path: Path) -> None:
+    """Staging folders left by runs whose process no longer exists (killed mid-run)."""
+    for staging in path.parent.glob(f".{path.name}.staging-*"):
+        pid = staging.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(staging, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def execute_cell(task: CellTask, reg: Registry | None = None) -> CellOutcome:
+    """Run one cell unless it is already complete. Errors become a 'failed' outcome."""
+    t0 = time.perf_counter()
+    cell, opts, path = task.cell, task.options, task.path
+    with _cell_lock(path):
+        if is_complete(path):  # completed meanwhile, e.g. by another sweep
+            return CellOutcome(cell, "skipped")
+        _remove_dead_staging(path)
+        req = RunRequest(algo=cell.algo, env=cell.env, dataset=cell.dataset, seed=cell.seed,
+                         steps=opts.steps, eval_episodes=opts.eval_episodes,
+                         eval_parallel=opts.eval_parallel, device=opts.device,
+                         overrides=dict(opts.overrides), results_root=opts.results_root,
+                         datasets_root=opts.datasets_root, threads=opts.threads,
+                         greedy=opts.greedy, log_every=opts.log_every)
+        try:
+            summary = run(req, Reporter(), reg)
+        except Exception as exc:  # noqa: BLE001 - one failing cell must not stop the grid
+            return CellOutcome(cell, "failed", time.perf_counter() - t0,
+                               error=f"{type(exc).__name__}: {exc}",
+                               details=traceback.format_exc()[-_TRACEBACK_CHARS:])
+        error_record_path(path).unlink(missing_ok=True)
+        return CellOutcome(cell, "done", time.perf_counter() - t0,
+                           return_mean=summary["eval"]["return_mean"])
+
+
+# ------------------------------------------------------------------------------------------------
+# The sweep (runs in the parent)
+# ------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class SweepSummary:
+    outcomes: list[CellOutcome]
+    seconds: float
+    already_complete: int  # cells skipped before any work started
+
+    def count(self, status: Status) -> int:
+        return sum(o.status == status for o in self.outcomes)
+
+    @property
+    def failed(self) -> list[CellOutcome]:
+        return [o for o in self.outcomes if o.status == "failed"]
+
+
+def plan(reg: Registry, algos: Sequence[str], envs: Sequence[str], datasets: Sequence[str],
+         seeds: Sequence[int], options: CellOptions,
+         reporter: Reporter | None = None) -> list[CellTask]:
+    """Validate names and options, make sure every dataset exists, and list the grid's cells.
+
+    Missing datasets are collected here, once and one after another, so that parallel cells
+    never generate the same file concurrently.
+    """
+    reporter = reporter or Reporter()
+    if not algos or not envs or not seeds:
+        raise MarlbenchError("a sweep needs at least one algorithm, one env and one seed")
+    for algo in algos:  # unknown names and bad --set values fail before any work
+        spec = reg.algorithm(algo)
+        build_config(spec.config_cls, spec.preset, options.overrides)
+    tasks = []
+    for env in envs:
+        env_spec = reg.environment(env)
+        for dataset in datasets or [env_spec.default_dataset]:
+            name, _ = resolve_dataset(reg, env_spec, dataset, root=options.datasets_root,
+                                      reporter=reporter)
+            tasks += [CellTask(Cell(algo, env_spec.name, name, seed), options)
+                      for algo in algos for seed in seeds]
+    return tasks
+
+
+def sweep(tasks: Sequence[CellTask], executor, reporter: Reporter | None = None) -> SweepSummary:
+    """Run every incomplete cell of `tasks` on `executor`; failures are recorded, not raised."""
+    reporter = reporter or Reporter()
+    t0 = time.perf_counter()
+    complete = {t.cell for t in tasks if is_complete(t.path)}
+    pending = [t for t in tasks if t.cell not in complete]
+    if complete:
+        reporter.info(f"{len(complete)} of {len(tasks)} cells are already complete; "
+                      "skipping them")
+    outcomes = [CellOutcome(t.cell, "skipped") for t in tasks if t.cell in complete]
+    by_cell = {t.cell: t for t in pending}
+    with reporter.task(f"sweep ({len(pending)} cells)", total=len(pending)) as progress:
+        for outcome in executor.run(pending):
+            outcomes.append(outcome)
+            if outcome.status == "failed":
+                _record_failure(by_cell[outcome.cell], outcome)
+                reporter.warn(f"{outcome.cell} failed: {outcome.error}")
+            elif outcome.status == "done":
+                reporter.info(f"{outcome.cell}: return {outcome.return_mean:.2f} "
+                              f"({outcome.seconds:.0f} s)")
+            progress.advance()
+    return SweepSummary(outcomes, time.perf_counter() - t0, len(complete))
+
+
+def _record_failure(task: CellTask, outcome: CellOutcome) -> None:
+    record = {**asdict(outcome.cell), "error": outcome.error, "details": outcome.details,
+              "seconds": round(outcome.seconds, 2),
+              "failed_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    write_json(error_record_path(task.path), record)
