@@ -98,6 +98,43 @@ class EnvSpec:
     default_dataset: str = "expert"
     # Extra named columns per evaluation episode, e.g. {"return_smac": 10.0} for a scaled return.
     return_scales: Mapping[str, float] = field(default_factory=dict)
+    # Optional batched simulator for online training: n_envs -> VectorEnv. Without it,
+    # `marlbench.vector.make_vector_env` steps `factory()` envs one after another.
+    vector_factory: Callable[[int], VectorEnv] | None = None
+
+
+@dataclass
+class VectorStep:
+    """What `VectorEnv.step` returns for B envs. Finished envs have already been reset: their
+    obs/state/avail start the next episode, and `final_*` hold where the episode ended."""
+
+    obs: np.ndarray  # [B, n_agents, obs_dim]
+    state: np.ndarray  # [B, state_dim]
+    avail: np.ndarray  # [B, n_agents, n_actions] bool
+    reward: np.ndarray  # [B] team reward
+    terminated: np.ndarray  # [B] bool
+    truncated: np.ndarray  # [B] bool: time limit
+    won: np.ndarray  # [B] bool: the episode that ended here was won (False elsewhere)
+    final_obs: np.ndarray  # [B, n_agents, obs_dim]: obs reached by this step, before any reset
+    final_state: np.ndarray  # [B, state_dim]
+
+
+class VectorEnv(abc.ABC):
+    """`n_envs` copies of one task stepped together, restarting episodes as they end."""
+
+    info: EnvInfo
+    n_envs: int
+
+    @abc.abstractmethod
+    def reset(self, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Start every env; returns (obs [B, n, obs_dim], state [B, state_dim], avail)."""
+
+    @abc.abstractmethod
+    def step(self, actions: np.ndarray) -> VectorStep:
+        """Apply one joint action per env (ints, shape [B, n_agents])."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release resources."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -153,7 +190,10 @@ class Policy(abc.ABC):
 
 
 class Algorithm(abc.ABC):
-    """An offline algorithm. The runner owns the loop: `setup(data)`, then `update()` N times.
+    """An algorithm. The runner owns the loop: `setup(data)`, then `update()` N times.
+
+    Online algorithms (``AlgorithmSpec.offline=False``) get `setup_online(env)` instead of
+    `setup(data)`; each `update()` then gathers its own experience in the environment.
 
     Subclasses set `Config` to a dataclass whose defaults are documented with their source.
     Networks are built in `__init__` (so a checkpoint loads without data); `setup` prepares
@@ -169,6 +209,10 @@ class Algorithm(abc.ABC):
     @abc.abstractmethod
     def setup(self, data: OfflineDataset) -> None:
         """Prepare for training on `data` (normalisers, target return, optimisers)."""
+
+    def setup_online(self, env: EnvSpec) -> None:
+        """Prepare for online training in `env` (algorithms whose spec has offline=False)."""
+        raise NotImplementedError(f"{type(self).__name__} does not train online")
 
     @abc.abstractmethod
     def update(self) -> Mapping[str, float]:
@@ -211,6 +255,8 @@ class AlgorithmSpec:
     action_space: Literal["discrete", "continuous"] = "discrete"
     # Fixed config overrides applied before the user's (variants of one class, e.g. ids4).
     preset: Mapping[str, Any] = field(default_factory=dict)
+    # False: trains by interacting with the env (`setup_online`), no dataset (e.g. MAPPO).
+    offline: bool = True
 
     @property
     def config_cls(self) -> type:

@@ -124,7 +124,7 @@ def run(algo, env, dataset, seed, steps, eval_episodes, eval_parallel, episodes,
     ev, card = summary["eval"], summary["dataset_card"]
     line = (f"{summary['algo']} on {summary['env']}/{summary['dataset']} seed {seed}: "
             f"return {ev['return_mean']:.2f} ± {ev['return_std']:.2f} over {ev['episodes']} "
-            f"episodes (dataset {card['return_mean']:.2f})")
+            "episodes" + (f" (dataset {card['return_mean']:.2f})" if card else ""))
     if ev.get("win_rate") is not None:
         line += f", win rate {ev['win_rate']:.2f}"
     stdout.print(line, highlight=False, soft_wrap=True)

@@ -1,6 +1,7 @@
 """One benchmark cell: dataset -> train -> evaluate online -> results folder.
 
-Results go to ``<results>/<env>/<dataset>/<algo>/seed-<k>/``:
+Results go to ``<results>/<env>/<dataset>/<algo>/seed-<k>/`` (``<dataset>`` is ``online`` for an
+online algorithm such as MAPPO, which trains in the env instead of on a dataset):
 
     config.json     the algorithm config actually used (defaults + preset + --set)
     metrics.jsonl   training curve: one JSON object per logging interval
@@ -44,6 +45,7 @@ from marlbench.provenance import code_commit, command_line, package_versions
 
 DEFAULT_RESULTS = Path("results")
 EVAL_EPISODES = 30  # paper §5.2: "evaluated over 30 episodes"
+ONLINE = "online"  # the <dataset> part of an online algorithm's results path
 
 
 def results_root(root: Path | str | None = None) -> Path:
@@ -163,16 +165,25 @@ def run(req: RunRequest, reporter: Reporter | None = None,
         raise MarlbenchError(f"--steps must be positive (got {steps})")
     if req.eval_episodes <= 0:
         raise MarlbenchError(f"--eval-episodes must be positive (got {req.eval_episodes})")
-    dataset_arg = req.dataset or env_spec.default_dataset
-    dataset_name, dataset_path = resolve_dataset(reg, env_spec, dataset_arg,
-                                                 episodes=req.episodes,
-                                                 root=req.datasets_root, reporter=reporter)
+    # A simulator that is missing (an optional extra) or cannot run this task fails here, not
+    # after a dataset was collected or a model trained.
+    env_spec.factory().close()
+    if algo_spec.offline:
+        dataset_arg = req.dataset or env_spec.default_dataset
+        dataset_name, dataset_path = resolve_dataset(reg, env_spec, dataset_arg,
+                                                     episodes=req.episodes,
+                                                     root=req.datasets_root, reporter=reporter)
+    elif req.dataset:
+        raise MarlbenchError(f"{algo_spec.name} trains online in the environment; --dataset "
+                             "does not apply to it")
+    else:
+        dataset_name, dataset_path = ONLINE, None
     final = cell_dir(req.results_root, env_spec.name, dataset_name, algo_spec.name, req.seed)
     if final.exists() and not req.overwrite:
         state = "complete" if is_complete(final) else "incomplete"
         raise MarlbenchError(f"results already exist at {final} ({state}); pass --overwrite "
                              "to replace them")
-    data = OfflineDataset.load(dataset_path, env_spec.info)
+    data = OfflineDataset.load(dataset_path, env_spec.info) if dataset_path else None
     staging = final.with_name(f".{final.name}.staging-{os.getpid()}")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
@@ -196,13 +207,17 @@ def run(req: RunRequest, reporter: Reporter | None = None,
 
 
 def _train_and_evaluate(req: RunRequest, reg: Registry, algo_spec: AlgorithmSpec,
-                        env_spec: EnvSpec, config: Any, steps: int, data: OfflineDataset,
+                        env_spec: EnvSpec, config: Any, steps: int,
+                        data: OfflineDataset | None,
                         dataset_name: str, out: Path, failed: Path, device: torch.device,
                         reporter: Reporter) -> dict[str, Any]:
     started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     seed_everything(req.seed)
     algo = algo_spec.cls(config, env_spec.info, device, req.seed)
-    algo.setup(data)
+    if data is None:
+        algo.setup_online(env_spec)
+    else:
+        algo.setup(data)
     write_json(out / "config.json", to_dict(config))
     ctx = RunContext(algo_spec.name, env_spec.name, dataset_name, req.seed, out, to_dict(config))
     reg.broadcast("marlbench_run_started", run=ctx)
@@ -279,10 +294,10 @@ def _train_and_evaluate(req: RunRequest, reg: Registry, algo_spec: AlgorithmSpec
                       "uses_global_state": algo_spec.uses_global_state,
                       "paper": algo_spec.paper},
         "environment": {"version": env_spec.version, **env_spec.info.to_dict()},
-        "dataset_card": {k: data.card.get(k) for k in (
+        "dataset_card": None if data is None else {k: data.card.get(k) for k in (
             "sha256", "quality", "behaviour", "seed", "episodes", "steps", "return_mean",
             "return_std", "return_max", "win_rate", "reference_returns")},
-        "dataset_path": str(data.path),
+        "dataset_path": None if data is None else str(data.path),
         "train": {"steps": steps, "seconds": round(train_seconds, 2),
                   "steps_per_second": round(steps / max(train_seconds, 1e-9), 2),
                   "final_metrics": last_metrics},
