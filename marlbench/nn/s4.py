@@ -264,32 +264,33 @@ class S4Layer(nn.Module):
 class S4Block(nn.Module):
     """Residual block x + Dropout(GELU(Linear(S4(Norm(x))))) (the MADS4 paper, §4.1).
 
-    `norm="batch"` is the paper's BatchNorm, with statistics over valid (unpadded) tokens;
-    `norm="layer"` is LayerNorm. Both are per-token affine maps at inference, so the
-    convolutional and recurrent views agree.
+    `norm="layer"` is LayerNorm; `norm="batch"` is BatchNorm with statistics over valid
+    (unpadded) tokens, kept per `slot` (see MaskedBatchNorm). Both are per-token affine maps at
+    inference, so the convolutional and recurrent views agree.
     """
 
     def __init__(self, d_model: int, d_state: int, l_max: int, channels: int = 1,
-                 mode: KernelMode = "nplr", norm: Literal["batch", "layer"] = "batch",
-                 dropout: float = 0.0, n_ssm: int = 1):
+                 mode: KernelMode = "nplr", norm: Literal["batch", "layer"] = "layer",
+                 dropout: float = 0.0, n_ssm: int = 1, slots: int = 1):
         super().__init__()
-        self.masked_norm = norm == "batch"
-        self.norm = MaskedBatchNorm(d_model) if self.masked_norm else nn.LayerNorm(d_model)
+        self.batch_norm = norm == "batch"
+        self.norm = MaskedBatchNorm(d_model, slots) if self.batch_norm else nn.LayerNorm(d_model)
         self.s4 = S4Layer(d_model, d_state, l_max, channels, mode, n_ssm)
         self.mix = nn.Linear(d_model, d_model)
         self.drop = nn.Dropout(dropout)
 
-    def _norm(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-        return self.norm(x, mask) if self.masked_norm else self.norm(x)
+    def _norm(self, x: torch.Tensor, mask: torch.Tensor | None, slot: int) -> torch.Tensor:
+        return self.norm(x, mask, slot) if self.batch_norm else self.norm(x)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None,
-                k: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                k: torch.Tensor | None = None, slot: int = 0
+                ) -> tuple[torch.Tensor, torch.Tensor]:
         """x [B, L, H] -> (x' [B, L, H], extra readouts [c-1, B, L, H])."""
-        y, extra = self.s4(self._norm(x, mask), k)
+        y, extra = self.s4(self._norm(x, mask, slot), k)
         return x + self.drop(torch.nn.functional.gelu(self.mix(y))), extra
 
-    def step(self, x: torch.Tensor, state: torch.Tensor
+    def step(self, x: torch.Tensor, state: torch.Tensor, slot: int = 0
              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """x [B, H] one step -> (x' [B, H], extras [c-1, B, H], state)."""
-        y, extra, state = self.s4.step(self._norm(x, None), state)
+        y, extra, state = self.s4.step(self._norm(x, None, slot), state)
         return x + self.drop(torch.nn.functional.gelu(self.mix(y))), extra, state

@@ -1,0 +1,360 @@
+"""Multi-Agent Decision S4 (MADS4), IDS4 and MADS4-dec (Bhattacharya & Bal, AAMAS 2026).
+
+Each agent is a Decision-S4 policy over its own trajectory of tokens (§4.1, Eq. 7)
+
+    u_i^t = [R^t, s_g^t, o_i^t, onehot(a_i^{t-1}), m_{i-1}^t, onehot(i)]
+
+each part encoded by Linear+ReLU, concatenated and projected to H channels, then stacked
+S4 blocks [norm -> S4 -> Linear+GELU -> dropout] with residuals, and heads for the action
+logits and the outgoing message. One network is shared by all agents (parameter sharing).
+
+Agents act one after another within a timestep (the sequentially expanded MDP, §3.2): agent i
+receives m_{i-1}^t, a projection of its predecessor's S4 state at the same timestep (§3.5).
+The message is read out of the last block's SSM state through a second learned C row per
+channel (exact in the convolutional and the recurrent view; see marlbench.nn.s4), so in
+training, where each agent is one convolutional pass over whole trajectories, gradients of
+agent i+1's loss flow back into agent i (Eq. 6).
+
+    loss = - Σ_{valid t} Σ_i log softmax(mask(logits_i^t, avail_i^t))[a_i^t]   (Algorithm 1)
+
+Variants: `share` = memory (the paper's MADS4) | logits | both | none (IDS4: no information
+sharing, parameters still shared); `decentralised` (MADS4-dec, §5.4: the predecessor's message
+from t-1, so agents act in parallel); `order` = fixed | random (Fig. 4a). Evaluation runs the
+recurrent view at constant cost per step with the return-to-go target 1.1 x the best dataset
+return (§5.2), decremented by the team reward after every step.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from marlbench.api import Algorithm, AlgorithmSpec, EnvInfo, Policy, hookimpl
+from marlbench.data import OfflineDataset, TrajectoryBatch
+from marlbench.nn import FixedNormalizer, mask_logits, masked_mean, select_actions
+from marlbench.nn.s4 import S4Block
+
+ShareMode = Literal["memory", "logits", "both", "none"]
+
+
+@dataclass
+class MADS4Config:
+    d_model: int = 96  # H, S4 input/output channels (paper §4.1)
+    d_state: int = 96  # N, S4 state size (paper §4.1)
+    n_layers: int = 3  # S4 blocks (authors' repo, experiment_warehouse.py `s4_layers=3`)
+    embed_dim: int = 128  # width of each input encoder (authors' repo `embed_dim=128`)
+    dropout: float = 0.1  # authors' repo `dropout=0.1`
+    kernel: Literal["nplr", "s4d"] = "nplr"  # paper §4.1: HiPPO NPLR kernel
+    n_ssm: int = 1  # independent (Λ, P, B) sets per layer (authors' repo `s4_n_ssm=1`)
+    # Paper §4.1: BatchNorm. Statistics skip padding and are kept per position in the agent
+    # order: later agents' inputs carry messages, so one set of running statistics shared by
+    # all passes mismatches every agent at evaluation (measured: the cooperation toy test drops
+    # from 100% to chance in eval mode with shared statistics).
+    norm: Literal["batch", "layer"] = "batch"
+    share: ShareMode = "memory"  # paper §3.5: the predecessor's S4 memory
+    decentralised: bool = False  # MADS4-dec (paper §5.4)
+    order: Literal["fixed", "random"] = "fixed"  # agent order in training (paper Fig. 4a)
+    use_state: bool = True  # Eq. 7 includes the global state s_g
+    message_dim: int = 96  # size of m_i: a projection of the H-dim state readout, no bottleneck
+    # Context: None = the env's episode limit, i.e. full trajectories (paper §4.1, §5.4).
+    context: int | None = None
+    target_return: float | None = None  # None: target_scale x best dataset return
+    target_scale: float = 1.1  # paper §5.2: "10% higher than the highest returns"
+    lr: float = 1e-3  # authors' repo `learning_rate=1e-3`
+    ssm_lr: float = 1e-3  # S4 recipe: Δ, Λ, P, B at lr 1e-3 without weight decay
+    weight_decay: float = 1e-4  # authors' repo `weight_decay=1e-4` (SSM parameters: 0)
+    # Linear warm-up. The authors warm up for 10,000 of 15,000 steps; with the smaller CPU
+    # budget below we keep warm-up at 10% of the default budget.
+    warmup_steps: int = 150
+    grad_clip: float = 0.25  # Decision Transformer trainer (the authors' code base): 0.25
+    # Trajectories per update. The authors use 64 (`batch_size=64`); 16 keeps an update
+    # under a second on two CPU cores at L=500 (see bench/s4_speed.py).
+    batch_size: int = 16
+    steps: int = 1500  # default budget (CPU); the authors train 15 x 1000 steps on a GPU
+
+    def __post_init__(self):
+        for name in ("d_model", "n_layers", "embed_dim", "message_dim", "batch_size", "steps"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.d_state <= 0 or self.d_state % 2:
+            raise ValueError(f"d_state (N) must be even and positive: the S4 state is kept as "
+                             f"N/2 conjugate pairs; got {self.d_state}")
+        if self.context is not None and self.context <= 0:
+            raise ValueError(f"context must be positive, got {self.context}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.decentralised and self.share == "none":
+            raise ValueError("decentralised needs a message to delay (share != none)")
+
+
+# ---------------------------------------------------------------------------------------------
+# Model
+# ---------------------------------------------------------------------------------------------
+
+
+class MADS4Net(nn.Module):
+    """The shared per-agent network, runnable as a convolution (training) or a recurrence."""
+
+    def __init__(self, cfg: MADS4Config, env: EnvInfo):
+        super().__init__()
+        self.cfg, self.n, self.A = cfg, env.n_agents, env.n_actions
+        E, H = cfg.embed_dim, cfg.d_model
+        self.l_max = cfg.context or env.episode_limit
+        self.uses_memory = cfg.share in ("memory", "both")
+        self.msg_in = {"memory": cfg.message_dim, "logits": env.n_actions,
+                       "both": cfg.message_dim + env.n_actions, "none": 0}[cfg.share]
+
+        def enc(d: int) -> nn.Module:
+            return nn.Sequential(nn.Linear(d, E), nn.ReLU())
+
+        self.obs_norm = FixedNormalizer(env.obs_dim)
+        self.state_norm = FixedNormalizer(env.state_dim)
+        self.enc_rtg, self.enc_obs = enc(1), enc(env.obs_dim)
+        self.enc_act, self.enc_id = enc(env.n_actions), enc(env.n_agents)
+        self.enc_state = enc(env.state_dim) if cfg.use_state else None
+        self.enc_msg = enc(self.msg_in) if self.msg_in else None
+        n_parts = 4 + (self.enc_state is not None) + (self.enc_msg is not None)
+        self.proj = nn.Sequential(nn.Linear(n_parts * E, H), nn.ReLU())
+        self.blocks = nn.ModuleList(
+            S4Block(H, cfg.d_state, self.l_max,
+                    channels=2 if (self.uses_memory and i == cfg.n_layers - 1) else 1,
+                    mode=cfg.kernel, norm=cfg.norm, dropout=cfg.dropout, n_ssm=cfg.n_ssm,
+                    slots=env.n_agents)
+            for i in range(cfg.n_layers))
+        self.action_head = nn.Sequential(nn.Linear(H, H), nn.ReLU(), nn.Linear(H, env.n_actions))
+        self.message_head = nn.Linear(H, cfg.message_dim) if self.uses_memory else None
+
+    def ssm_parameters(self) -> list[nn.Parameter]:
+        return [p for blk in self.blocks for p in blk.s4.kernel.ssm_parameters()]
+
+    # -- pieces shared by both views -------------------------------------------------------------
+
+    def embed(self, rtg: torch.Tensor, state: torch.Tensor, obs: torch.Tensor,
+              prev_action: torch.Tensor, message: torch.Tensor | None, agent: int
+              ) -> torch.Tensor:
+        """Token of one agent: rtg [...], state [..., sd], obs [..., od], prev_action [..., A]
+        (one-hot), message [..., msg_in] -> [..., H]."""
+        ident = torch.zeros(*obs.shape[:-1], self.n, device=obs.device)
+        ident[..., agent] = 1.0
+        parts = [self.enc_rtg(rtg[..., None]), self.enc_obs(self.obs_norm(obs)),
+                 self.enc_act(prev_action), self.enc_id(ident)]
+        if self.enc_state is not None:
+            parts.append(self.enc_state(self.state_norm(state)))
+        if self.enc_msg is not None:
+            parts.append(self.enc_msg(message))
+        return self.proj(torch.cat(parts, -1))
+
+    def outgoing(self, logits: torch.Tensor, readout: torch.Tensor | None) -> torch.Tensor | None:
+        """The message agent i passes on: its memory projection, its logits, or both."""
+        share = self.cfg.share
+        if share == "none":
+            return None
+        if share == "logits":
+            return logits
+        memory = self.message_head(readout)
+        return memory if share == "memory" else torch.cat([memory, logits], -1)
+
+    # -- convolutional view (training) -----------------------------------------------------------
+
+    def forward(self, rtg: torch.Tensor, state: torch.Tensor, obs: torch.Tensor,
+                prev_action: torch.Tensor, mask: torch.Tensor | None = None,
+                order: list[int] | None = None) -> torch.Tensor:
+        """Whole trajectories: rtg [B, L], state [B, L, sd], obs [B, L, n, od], prev_action
+        [B, L, n, A], mask [B, L] -> logits [B, L, n, A]. One pass per agent, in `order`."""
+        B, L = rtg.shape
+        kernels = [blk.s4.kernel() for blk in self.blocks]  # once, shared by every agent
+        message = torch.zeros(B, L, self.msg_in, device=obs.device) if self.msg_in else None
+        logits = [None] * self.n
+        for pos, agent in enumerate(order or range(self.n)):
+            x = self.embed(rtg, state, obs[:, :, agent], prev_action[:, :, agent], message,
+                           agent)
+            readout = None
+            for blk, k in zip(self.blocks, kernels):
+                x, extra = blk(x, mask, k, slot=pos)
+                readout = extra[0] if extra.shape[0] else None
+            logits[agent] = self.action_head(x)
+            message = self.outgoing(logits[agent], readout)
+            if message is not None and self.cfg.decentralised:  # predecessor's message of t-1
+                message = F.pad(message[:, :-1], (0, 0, 1, 0))
+        return torch.stack(logits, 2)
+
+    # -- recurrent view (acting) -----------------------------------------------------------------
+
+    def initial_carry(self, batch: int) -> dict:
+        dev = self.proj[0].weight.device
+        return {"ssm": [[blk.s4.initial_state(batch) for blk in self.blocks]
+                        for _ in range(self.n)],
+                "messages": torch.zeros(batch, self.n, self.msg_in, device=dev)}
+
+    def step(self, rtg: torch.Tensor, state: torch.Tensor, obs: torch.Tensor,
+             prev_action: torch.Tensor, carry: dict, order: list[int] | None = None,
+             choose=None) -> tuple[torch.Tensor, torch.Tensor | None, dict]:
+        """One timestep for all agents in turn: rtg [B], state [B, sd], obs [B, n, od],
+        prev_action [B, n, A] -> (logits [B, n, A], actions or None, carry).
+
+        `choose(agent, logits)` picks agent i's action before agent i+1 acts (acting); without
+        it the logits are all that is computed (teacher forcing in tests).
+        """
+        B = rtg.shape[0]
+        message = torch.zeros(B, self.msg_in, device=obs.device) if self.msg_in else None
+        sent = torch.zeros_like(carry["messages"])
+        logits, actions = [None] * self.n, [None] * self.n
+        order = order or list(range(self.n))
+        for pos, agent in enumerate(order):
+            if self.cfg.decentralised:
+                message = (carry["messages"][:, order[pos - 1]] if pos else
+                           torch.zeros_like(carry["messages"][:, 0]))
+            x = self.embed(rtg, state, obs[:, agent], prev_action[:, agent], message, agent)
+            readout = None
+            for layer, blk in enumerate(self.blocks):
+                x, extra, carry["ssm"][agent][layer] = blk.step(x, carry["ssm"][agent][layer],
+                                                                slot=pos)
+                readout = extra[0] if extra.shape[0] else None
+            logits[agent] = self.action_head(x)
+            if choose is not None:
+                actions[agent] = choose(agent, logits[agent])
+            message = self.outgoing(logits[agent], readout)
+            if message is not None:
+                sent[:, agent] = message
+        carry["messages"] = sent
+        acts = torch.stack(actions, 1) if choose is not None else None
+        return torch.stack(logits, 1), acts, carry
+
+
+# ---------------------------------------------------------------------------------------------
+# Training
+# ---------------------------------------------------------------------------------------------
+
+
+def previous_actions(actions: torch.Tensor, n_actions: int) -> torch.Tensor:
+    """[B, L, n] actions -> one-hot of each agent's previous action, zeros at t = 0."""
+    one_hot = F.one_hot(actions, n_actions).float()
+    return F.pad(one_hot[:, :-1], (0, 0, 0, 0, 1, 0))
+
+
+class MADS4(Algorithm):
+    Config = MADS4Config
+
+    def __init__(self, config: MADS4Config, env: EnvInfo, device: torch.device, seed: int):
+        super().__init__(config, env, device, seed)
+        self.net = MADS4Net(config, env).to(device)
+        self.rtg_scale, self.target_return = 1.0, config.target_return or 0.0
+
+    def setup(self, data: OfflineDataset) -> None:
+        cfg = self.config
+        self.data, self.rng = data, np.random.default_rng(self.seed)
+        if data.max_length > self.net.l_max:
+            warnings.warn(
+                f"context {self.net.l_max} is shorter than the dataset's longest episode "
+                f"({data.max_length} steps): training sees windows, not whole trajectories, "
+                "which changes results (MADS4 paper, Fig. 5)", stacklevel=2)
+        self.length = min(data.max_length, self.net.l_max)
+        self.net.obs_norm.fit(data.obs)
+        self.net.state_norm.fit(data.state)
+        self.rtg_scale = max(abs(data.max_return), 1.0)
+        self.target_return = cfg.target_return if cfg.target_return is not None else (
+            cfg.target_scale * data.max_return)
+        ssm = {id(p) for p in self.net.ssm_parameters()}
+        decay, no_decay = [], []
+        for name, p in self.net.named_parameters():
+            if id(p) not in ssm:
+                (decay if p.dim() >= 2 and "kernel.C" not in name else no_decay).append(p)
+        self.opt = torch.optim.AdamW([
+            {"params": decay, "weight_decay": cfg.weight_decay},
+            {"params": no_decay, "weight_decay": 0.0},
+            {"params": self.net.ssm_parameters(), "weight_decay": 0.0, "lr": cfg.ssm_lr},
+        ], lr=cfg.lr)
+        self.sched = torch.optim.lr_scheduler.LambdaLR(
+            self.opt, lambda s: min((s + 1) / max(cfg.warmup_steps, 1), 1.0))
+
+    def loss(self, b: TrajectoryBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        """Masked cross-entropy over valid steps and agents; also returns accuracy."""
+        order = None
+        if self.config.order == "random":
+            order = [int(i) for i in self.rng.permutation(self.env.n_agents)]
+        logits = self.net(b.rtg / self.rtg_scale, b.state, b.obs,
+                          previous_actions(b.actions, self.env.n_actions), b.mask, order)
+        logits = mask_logits(logits, b.avail)
+        ce = F.cross_entropy(logits.flatten(0, -2), b.actions.flatten(), reduction="none")
+        valid = b.mask[..., None].expand_as(b.actions).flatten()
+        acc = masked_mean((logits.argmax(-1) == b.actions).float().flatten(), valid)
+        return masked_mean(ce, valid), acc
+
+    def update(self) -> dict[str, float]:
+        self.net.train()
+        b = self.data.trajectories(self.config.batch_size, self.rng, self.length,
+                                   device=self.device)
+        loss, acc = self.loss(b)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        grad = nn.utils.clip_grad_norm_(self.net.parameters(), self.config.grad_clip)
+        self.opt.step()
+        self.sched.step()
+        return {"loss": loss.item(), "accuracy": acc.item(), "grad_norm": grad.item()}
+
+    def policy(self, greedy: bool = False, seed: int = 0) -> Policy:
+        return MADS4Policy(self.net, self.target_return / self.rtg_scale, self.rtg_scale,
+                           greedy, seed)
+
+    def modules(self) -> dict[str, nn.Module]:
+        return {"net": self.net}
+
+    def extra_state(self) -> dict[str, float]:
+        return {"rtg_scale": self.rtg_scale, "target_return": self.target_return}
+
+    def load_extra_state(self, state) -> None:
+        self.rtg_scale, self.target_return = state["rtg_scale"], state["target_return"]
+
+
+class MADS4Policy(Policy):
+    """Recurrent view: constant cost per step, agents in the fixed order 0..n-1."""
+
+    def __init__(self, net: MADS4Net, target: float, rtg_scale: float, greedy: bool, seed: int):
+        self.net, self.target, self.scale, self.greedy = net.eval(), target, rtg_scale, greedy
+        self.device = next(net.parameters()).device
+        self.gen = torch.Generator(self.device).manual_seed(seed)
+
+    def reset(self, n_envs: int) -> None:
+        self.carry = self.net.initial_carry(n_envs)
+        self.rtg = torch.full((n_envs,), self.target, device=self.device)
+        self.prev = torch.zeros(n_envs, self.net.n, self.net.A, device=self.device)
+
+    @torch.inference_mode()
+    def act(self, obs: np.ndarray, state: np.ndarray, avail: np.ndarray) -> np.ndarray:
+        t = lambda x: torch.as_tensor(x, device=self.device)  # noqa: E731
+        avail_t = t(avail)
+
+        def choose(agent: int, logits: torch.Tensor) -> torch.Tensor:
+            return select_actions(logits, avail_t[:, agent], self.greedy, self.gen)
+
+        _, actions, self.carry = self.net.step(self.rtg, t(state), t(obs), self.prev,
+                                               self.carry, choose=choose)
+        self.prev = F.one_hot(actions, self.net.A).float()
+        return actions.cpu().numpy()
+
+    def observe(self, rewards: np.ndarray) -> None:
+        self.rtg -= torch.as_tensor(rewards, device=self.device) / self.scale
+
+
+@hookimpl
+def marlbench_algorithms() -> list[AlgorithmSpec]:
+    paper = "Bhattacharya & Bal, Multi-Agent Decision S4, AAMAS 2026"
+    return [
+        AlgorithmSpec(name="mads4", cls=MADS4, paper=paper, execution="sequential",
+                      uses_global_state=True,
+                      description="S4 agents acting in sequence, sharing S4 memory"),
+        AlgorithmSpec(name="ids4", cls=MADS4, paper=paper + " (IDS4 ablation, Fig. 3)",
+                      execution="decentralised", uses_global_state=True,
+                      preset={"share": "none"},
+                      description="independent Decision-S4 agents (no information sharing)"),
+        AlgorithmSpec(name="mads4-dec", cls=MADS4, paper=paper + " (§5.4)",
+                      execution="decentralised", uses_global_state=True,
+                      preset={"decentralised": True},
+                      description="MADS4 with the predecessor's memory from t-1 (parallel)"),
+    ]
