@@ -19,7 +19,7 @@ import traceback
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from marlbench.catalog import resolve_dataset
 from marlbench.config import build_config
@@ -27,7 +27,11 @@ from marlbench.errors import MarlbenchError
 from marlbench.fsutil import write_json
 from marlbench.plugins import Registry
 from marlbench.progress import Reporter
-from marlbench.runner import EVAL_EPISODES, RunRequest, cell_dir, is_complete, run
+from marlbench.runner import (EVAL_EPISODES, ONLINE, RunRequest, cell_dir, is_complete,
+                              run)
+
+if TYPE_CHECKING:
+    from marlbench.executors import Executor
 
 Status = Literal["done", "skipped", "failed"]
 _TRACEBACK_CHARS = 4000  # tail kept in error records; enough for the failing frames
@@ -63,7 +67,7 @@ def parse_names(text: str | None) -> list[str]:
 class Cell:
     algo: str
     env: str
-    dataset: str  # resolved dataset name, as it appears in the results path
+    dataset: str  # resolved dataset name as in the results path ('online': no dataset)
     seed: int
 
     def __str__(self) -> str:
@@ -143,11 +147,11 @@ def _remove_dead_staging(path: Path) -> None:
 
 def _alive(pid: int) -> bool:
     try:
-        os.kill(pid, 0)
+        os.kill(pid, 0)  # signal 0: existence check only
     except ProcessLookupError:
         return False
-    except PermissionError:
-        return True
+    except PermissionError:  # exists, owned by another user
+        pass
     return True
 
 
@@ -159,7 +163,8 @@ def execute_cell(task: CellTask, reg: Registry | None = None) -> CellOutcome:
         if is_complete(path):  # completed meanwhile, e.g. by another sweep
             return CellOutcome(cell, "skipped")
         _remove_dead_staging(path)
-        req = RunRequest(algo=cell.algo, env=cell.env, dataset=cell.dataset, seed=cell.seed,
+        dataset = None if cell.dataset == ONLINE else cell.dataset
+        req = RunRequest(algo=cell.algo, env=cell.env, dataset=dataset, seed=cell.seed,
                          steps=opts.steps, eval_episodes=opts.eval_episodes,
                          eval_parallel=opts.eval_parallel, device=opts.device,
                          overrides=dict(opts.overrides), results_root=opts.results_root,
@@ -206,21 +211,26 @@ def plan(reg: Registry, algos: Sequence[str], envs: Sequence[str], datasets: Seq
     reporter = reporter or Reporter()
     if not algos or not envs or not seeds:
         raise MarlbenchError("a sweep needs at least one algorithm, one env and one seed")
-    for algo in algos:  # unknown names and bad --set values fail before any work
-        spec = reg.algorithm(algo)
+    specs = [reg.algorithm(algo) for algo in algos]
+    for spec in specs:  # unknown names and bad --set values fail before any work
         build_config(spec.config_cls, spec.preset, options.overrides)
+    offline = [s.name for s in specs if s.offline]
+    online = [s.name for s in specs if not s.offline]  # train in the env: no dataset axis
     tasks = []
     for env in envs:
         env_spec = reg.environment(env)
-        for dataset in datasets or [env_spec.default_dataset]:
+        for dataset in (datasets or [env_spec.default_dataset]) if offline else []:
             name, _ = resolve_dataset(reg, env_spec, dataset, root=options.datasets_root,
                                       reporter=reporter)
             tasks += [CellTask(Cell(algo, env_spec.name, name, seed), options)
-                      for algo in algos for seed in seeds]
+                      for algo in offline for seed in seeds]
+        tasks += [CellTask(Cell(algo, env_spec.name, ONLINE, seed), options)
+                  for algo in online for seed in seeds]
     return tasks
 
 
-def sweep(tasks: Sequence[CellTask], executor, reporter: Reporter | None = None) -> SweepSummary:
+def sweep(tasks: Sequence[CellTask], executor: Executor,
+          reporter: Reporter | None = None) -> SweepSummary:
     """Run every incomplete cell of `tasks` on `executor`; failures are recorded, not raised."""
     reporter = reporter or Reporter()
     t0 = time.perf_counter()

@@ -47,6 +47,9 @@ def test_plan_checks_names_and_options_before_any_work(reg, tmp_path, tiny_exper
     assert [(t.cell.algo, t.cell.env, t.cell.dataset, t.cell.seed) for t in tasks] == [
         ("bc", ENV, DATA, s) for s in (0, 1, 2)]
     assert tasks[1].path == cell_dir(tmp_path / "r", ENV, DATA, "bc", 1)
+    # an online algorithm has no dataset axis: one cell per env and seed, under <env>/online
+    mixed = plan(reg, ["bc", "mappo"], [ENV], [DATA], [0], opts)
+    assert [(t.cell.algo, t.cell.dataset) for t in mixed] == [("bc", DATA), ("mappo", "online")]
     with pytest.raises(UnknownNameError, match="Did you mean 'bc'"):
         plan(reg, ["bcc"], [ENV], [DATA], [0], opts)
     with pytest.raises(MarlbenchError, match="Did you mean 'hidden'"):

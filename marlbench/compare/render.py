@@ -11,6 +11,7 @@ import csv
 import io
 import json
 import math
+from collections import Counter
 from collections.abc import Sequence
 
 from rich.table import Table
@@ -49,10 +50,11 @@ def cell_parts(comp: Comparison, task: str, algo: str) -> tuple[str, bool, str]:
 
 
 def legend(comp: Comparison) -> str:
+    tests = (f" {WELCH_MARK} / {MWU_MARK}: below the best with Holm-adjusted p < {comp.alpha} "
+             f"(Welch's t-test / Mann–Whitney U, two-sided, {_family_size(comp)} comparisons)."
+             if _family_size(comp) else "")
     return (f"Mean ± std (over seeds) of each run's mean evaluation return. Bold: the best mean "
-            f"on the task. {WELCH_MARK} / {MWU_MARK}: below the best with Holm-adjusted "
-            f"p < {comp.alpha} (Welch's t-test / Mann–Whitney U, two-sided, "
-            f"{_family_size(comp)} comparisons). {ISSUE_MARK}: see the warnings.")
+            f"on the task.{tests} {ISSUE_MARK}: see the warnings.")
 
 
 def _family_size(comp: Comparison) -> int:
@@ -117,7 +119,8 @@ def to_markdown(comp: Comparison, plots: Sequence[tuple[str, str]] = (),
     out = ["# marlbench leaderboard", "",
            f"{len(runs)} runs: {len(comp.algos)} algorithm(s) × {len(comp.tasks)} task(s); "
            f"a task is an environment and its dataset. Every number below is computed by "
-           f"`marlbench compare` from the results folder.", ""]
+           f"`marlbench compare` from the results folder.", "",
+           _provenance_line(comp), ""]
     if comp.warnings:
         out += ["> **Warnings**", ">"] + [f"> - {w}" for w in comp.warnings] + [""]
     out += ["## Returns per task", "", legend(comp), ""]
@@ -148,10 +151,19 @@ def to_markdown(comp: Comparison, plots: Sequence[tuple[str, str]] = (),
         out += ["Probability of improvement (a run of X beats a run of Y on the same task):",
                 "", _md_table(["X", "Y", "P(X > Y)"], _improvement_rows(comp)), ""]
     if plots:
-        out += ["## Plots", ""] + [f"![{caption}]({name})" for name, caption in plots] + [""]
+        out += ["## Plots", ""]
+        for name, caption in plots:
+            out += [f"![{caption}]({name})", ""]
     if reproduce:
         out += ["## Reproduce", "", "```bash", *reproduce, "```", ""]
     return "\n".join(out)
+
+
+def _provenance_line(comp: Comparison) -> str:
+    commits = Counter(r.code_commit or "unknown" for r in comp.results.runs)
+    listing = ", ".join(f"`{c[:12]}{'-dirty' if c.endswith('-dirty') else ''}` ({n} runs)"
+                        for c, n in commits.most_common())
+    return f"Code commit{'s' if len(commits) > 1 else ''} of the runs: {listing}."
 
 
 # ------------------------------------------------------------------------------------------------
