@@ -63,14 +63,6 @@ def _jaxmarl() -> tuple[Any, Any]:
     return jax, (HeuristicEnemySMAX, Scenario)
 
 
-def jaxmarl_available() -> bool:
-    try:
-        _jaxmarl()
-    except SmaxUnavailable:
-        return False
-    return True
-
-
 def make_jaxmarl_env(smax_map: SmaxMap):
     """The jaxmarl env of a map (allies = agents, enemies = jaxmarl's heuristic)."""
     jax, (HeuristicEnemySMAX, Scenario) = _jaxmarl()
