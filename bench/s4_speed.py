@@ -1,0 +1,148 @@
+"""S4 / MADS4 speed and size, measured in one run.
+
+    python bench/s4_speed.py [--threads 2] [--repeats 5]
+
+1. Train step (forward + backward + AdamW) of 3 S4 blocks, H = N = 96, B = 32, L = 500:
+   marlbench's kernel (one Cauchy matrix per forward, all terms in one contraction) against
+   the naive NPLR kernel that evaluates each of the four Cauchy sums separately.
+2. MADS4 recurrent step per agent at batch 1 (rware-tiny-2ag shapes), timed at t = 1, 100,
+   500 of an episode: the recurrent view's cost must not grow with t.
+3. Conv vs recurrent max error of the whole MADS4 model over 500 steps.
+4. Parameter counts of MADS4 at the paper's six (N, H) configurations (Table 3).
+Times are the median of `--repeats` (after warm-up); ratios are computed within this run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import time
+
+import numpy as np
+import torch
+
+from marlbench.algorithms.mads4 import MADS4Config, MADS4Net, MADS4Policy, previous_actions
+from marlbench.api import EnvInfo
+from marlbench.nn.s4 import S4Block, SSMKernel
+
+PAPER_CONFIGS = [(96, 96), (64, 64), (32, 32), (64, 96), (96, 64), (32, 64)]  # (N, H)
+
+
+def naive_nplr_kernel(k: SSMKernel) -> torch.Tensor:
+    """The same NPLR kernel, each of the four Cauchy sums computed on its own."""
+    L = k.L
+    dt = torch.exp(k.log_dt)[:, None]
+    omega = torch.exp(-2j * math.pi * torch.arange(L // 2 + 1) / L)
+    lam = k._lambda()
+    B, P, C = k._B(), k._P(), torch.view_as_complex(k.C)
+
+    def cauchy(v: torch.Tensor) -> torch.Tensor:  # Σ_n over both halves of each pair
+        out = 0
+        for lam_, v_ in ((lam, v), (lam.conj(), v.conj())):
+            denom = (2.0 / dt[..., None]) * (1 - omega) - lam_[..., None] * (1 + omega)
+            out = out + (v_[..., None] * 2.0 / denom).sum(-2)
+        return out
+
+    k00, k01 = cauchy(C * B), cauchy(C * P)
+    k10, k11 = cauchy(P.conj() * B), cauchy(P.conj() * P)
+    q = (1 + omega) / 2
+    return torch.fft.irfft(k00 - k01 * (k10 * q / (1 + k11 * q)), n=L)
+
+
+def time_it(fn, repeats: int) -> float:
+    fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times))
+
+
+def train_step_time(naive: bool, repeats: int) -> float:
+    torch.manual_seed(0)
+    blocks = torch.nn.ModuleList(S4Block(96, 96, 500, dropout=0.1) for _ in range(3))
+    opt = torch.optim.AdamW(blocks.parameters(), lr=1e-3)
+    x = torch.randn(32, 500, 96)
+
+    def step():
+        y = x
+        for b in blocks:
+            k = naive_nplr_kernel(b.s4.kernel) if naive else None
+            y, _ = b(y, k=k)
+        loss = y.pow(2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+    return time_it(step, repeats)
+
+
+def recurrent_step_times(repeats: int) -> dict[int, float]:
+    torch.manual_seed(0)
+    env = EnvInfo("rware-tiny-2ag", 2, 71, 142, 5, 500)
+    policy = MADS4Policy(MADS4Net(MADS4Config(), env), 1.0, 1.0, greedy=False, seed=0)
+    obs = np.random.default_rng(0).normal(size=(1, 2, 71)).astype(np.float32)
+    state, avail = obs.reshape(1, -1), np.ones((1, 2, 5), bool)
+    policy.reset(1)
+    policy.act(obs, state, avail)  # builds the step matrices once (not a per-step cost)
+    out = {}
+    for _ in range(repeats):
+        policy.reset(1)
+        for t in range(1, 501):
+            t0 = time.perf_counter()
+            policy.act(obs, state, avail)
+            dt = (time.perf_counter() - t0) / env.n_agents
+            if t in (1, 100, 500):
+                out.setdefault(t, []).append(dt)
+    return {t: float(np.median(v)) for t, v in out.items()}
+
+
+def conv_vs_recurrent_error() -> float:
+    torch.manual_seed(0)
+    env = EnvInfo("rware-tiny-2ag", 2, 71, 142, 5, 500)
+    net = MADS4Net(MADS4Config(), env).eval()
+    obs, state, rtg = torch.randn(1, 500, 2, 71), torch.randn(1, 500, 142), torch.rand(1, 500)
+    prev = previous_actions(torch.randint(0, 5, (1, 500, 2)), 5)
+    with torch.no_grad():
+        conv = net(rtg, state, obs, prev)
+        carry, rec = net.initial_carry(1), []
+        for t in range(500):
+            rec.append(net.step(rtg[:, t], state[:, t], obs[:, t], prev[:, t], carry)[0])
+    return (torch.stack(rec, 1) - conv).abs().max().item()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=5)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+
+    fast, naive = train_step_time(False, args.repeats), train_step_time(True, args.repeats)
+    print(f"train step, 3 blocks H=N=96, B=32, L=500: {fast:.3f} s (naive four-Cauchy "
+          f"{naive:.3f} s, speed-up x{naive / fast:.1f}; target <= 0.25 s and >= x3)")
+
+    steps = recurrent_step_times(args.repeats)
+    print("MADS4 recurrent step per agent, batch 1: " + ", ".join(
+        f"t={t}: {v * 1e3:.3f} ms" for t, v in steps.items())
+        + f" (t=500 / t=1 = {steps[500] / steps[1]:.2f}; target <= 0.3 ms, flat)")
+
+    print(f"MADS4 conv vs recurrent max |error| over 500 steps: {conv_vs_recurrent_error():.2e} "
+          "(target <= 1e-4)")
+
+    print("MADS4 parameters at the paper's (N, H) configurations (Table 3):")
+    print(f"  {'(N, H)':10}" + "".join(f"{f'small-{n}ag':>12}" for n in (2, 4, 6)))
+    for N, H in PAPER_CONFIGS:
+        counts = []
+        for n in (2, 4, 6):
+            env = EnvInfo(f"rware-small-{n}ag", n, 71, 71 * n, 5, 500)
+            net = MADS4Net(MADS4Config(d_state=N, d_model=H), env)
+            counts.append(sum(p.numel() for p in net.parameters()))
+        print(f"  {f'({N}, {H})':10}" + "".join(f"{c:>12,}" for c in counts))
+    print("  (paper §5.4: 'about 200k' at (96, 96))")
+
+
+if __name__ == "__main__":
+    main()
