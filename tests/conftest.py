@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
+from marlbench.api import EnvInfo
 from marlbench.catalog import collect_dataset
+from marlbench.data import OfflineDataset
 from marlbench.plugins import registry
 
 torch.set_num_threads(1)  # tests run many tiny models; threads only add overhead
@@ -35,3 +38,45 @@ def isolated_roots(monkeypatch, tmp_path, datasets_root):
     monkeypatch.setenv("MARLBENCH_DATASETS", str(datasets_root))
     monkeypatch.setenv("MARLBENCH_RESULTS", str(tmp_path / "results"))
     monkeypatch.setenv("COLUMNS", "200")  # rich tables: keep names on one line
+
+
+@pytest.fixture
+def keyed_dataset():
+    """A small synthetic dataset whose actions are a function of the observation.
+
+    Each agent's observation one-hot encodes a key in 0..4 (plus noise); the dataset action is
+    the key, one other action is unavailable, and the team reward is (key_0 + key_1) / 8.
+    Episodes of 6-14 steps end either in a terminal or a time limit. Anything fitting it can
+    reach ~100% agreement with the data and a small TD error.
+    """
+    n, keys, noise, lengths = 2, 5, 3, np.random.default_rng(0).integers(6, 15, 16)
+    info = EnvInfo(name="keyed", n_agents=n, obs_dim=keys + noise, state_dim=n * (keys + noise),
+                   n_actions=keys, episode_limit=int(lengths.max()))
+    rng = np.random.default_rng(1)
+
+    def observe(k):  # keys [..., n] -> obs [..., n, obs_dim]
+        return np.concatenate([np.eye(keys)[k], 0.1 * rng.standard_normal((*k.shape, noise))],
+                              -1).astype(np.float32)
+
+    def availability(k):  # the action after the key is unavailable
+        avail = np.ones((*k.shape, keys), dtype=bool)
+        np.put_along_axis(avail, ((k + 1) % keys)[..., None], False, -1)
+        return avail
+
+    T = int(lengths.sum())
+    k = rng.integers(0, keys, (T, n))
+    start = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+    terminated = np.zeros(T, dtype=bool)
+    terminated[(start + lengths - 1)[::2]] = True  # even episodes end in a terminal
+    rewards = (k.sum(-1) / 8).astype(np.float32)
+    k_final = rng.integers(0, keys, (len(lengths), n))
+    arrays = {
+        "steps/obs": observe(k), "steps/avail": availability(k),
+        "steps/actions": k.astype(np.int32), "steps/rewards": rewards,
+        "steps/terminated": terminated, "steps/truncated": ~terminated & np.isin(
+            np.arange(T), start + lengths - 1),
+        "episodes/start": start, "episodes/length": lengths,
+        "episodes/return": np.add.reduceat(rewards, start),
+        "episodes/final_obs": observe(k_final), "episodes/final_avail": availability(k_final),
+    }
+    return OfflineDataset({"state_is_concat_obs": True}, arrays, info)

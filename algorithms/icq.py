@@ -1,0 +1,327 @@
+"""ICQ (MAICQ): implicit constraint Q-learning for offline MARL (Yang et al., NeurIPS 2021).
+
+Offline value learning goes wrong when its targets query actions the data never took. ICQ
+keeps every target *in sample*: the critic bootstraps only from the dataset's next actions, and
+both updates are importance-weighted by the closed-form solution of the behaviour-constrained
+problem, pi*(a | s) proportional to mu(a | s) exp(Q(s, a) / beta), with the normaliser
+estimated on the mini-batch. Multi-agent: a mixer with state-conditioned non-negative weights
+k_i(s) (summing to one) decomposes the joint value, so the joint policy update splits into
+per-agent ones. Details follow the authors' code (github.com/YiqinYang/ICQ, ICQ-MA/src:
+learners/offpg_learner.py, modules/critics/offpg.py, modules/mixers/qmix.py).
+
+Critic (per-agent Q_i(s, o_i, .), mixed to Q_tot = sum_i k_i(s) Q_i(s, o_i, a_i); bars are
+target networks, N the number of bootstrap values in the batch):
+
+    G_t      = N softmax_batch(Qbar_tot(s_t, a_t) / beta_Q) Qbar_tot(s_t, a_t)
+    y_t      = r_t + gamma (1 - d_t) ((1 - lambda) G_{t+1} + lambda y_{t+1})    (TD(lambda))
+    L_Q      = E_D[(Q_tot(s_t, a_t) - y_t)^2]
+
+Actor (recurrent, per agent, parameters shared):
+
+    A_i      = Q_i(s, o_i, a_i) - sum_a pi_i(a | tau_i) Q_i(s, o_i, a)
+    L_pi     = -E_D[k_i(s) N softmax_batch(A_i / beta) log pi_i(a_i | tau_i)]
+
+Departures from the authors' code, each for a stated reason:
+
+* The critic's sequential steps run over slices of `critic_slice` time steps (theirs: one
+  step per time slice); with 4 episodes per batch, a slice of 8 holds the same 32 transitions
+  as theirs and a 500-step episode costs 63 critic steps per update instead of 500.
+* The softmax normalisers run over all valid entries of the batch (theirs normalises over the
+  episode axis at each time step, padding included); a batch here holds few, long episodes.
+* RWARE episodes end by a time limit. The step after the last one has no dataset action, so its
+  bootstrap value is the expectation under the current actor, on the stored final observation.
+* The mixer's weights come from a one-hidden-layer hypernetwork on the state (theirs multiplies
+  two linear hypernetworks, the collapsed QMIX mixer); both are normalised to sum to one and
+  have no bias. The critic's head is one linear layer (theirs adds a separate value output to
+  the advantage outputs without centring them, which is the same function class).
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from marlbench.api import Algorithm, AlgorithmSpec, EnvInfo, Policy, hookimpl
+from marlbench.data import OfflineDataset, TrajectoryBatch
+from marlbench.nn import FixedNormalizer, agent_one_hot, mask_logits, mlp, select_actions
+from marlbench.nn.mixer import LinearMixer
+
+
+@dataclass
+class ICQConfig:
+    rnn_hidden: int = 64  # ICQ-MA config/default.yaml rnn_hidden_dim: 64 (pymarl RNN agent)
+    last_action: bool = True  # default.yaml obs_last_action: the actor sees its last action
+    critic_hidden: int = 256  # modules/critics/offpg.py: two 256-unit layers
+    mixer_hidden: int = 32  # config/algs/offpg_smac.yaml mixing_embed_dim: 32
+    gamma: float = 0.99  # config/default.yaml gamma
+    td_lambda: float = 0.75  # utils/rl_utils.py sets td_lambda = 0.75 (overriding the yaml)
+    beta: float = 0.1  # learners/offpg_learner.py train(): beta = 0.1 (actor temperature)
+    beta_q: float = 1000.0  # offpg_learner.py train_critic(): beta = 1000 (critic temperature)
+    actor_lr: float = 5e-4  # offpg_smac.yaml lr
+    critic_lr: float = 1e-4  # offpg_smac.yaml critic_lr (critic and mixer)
+    rms_alpha: float = 0.99  # default.yaml optim_alpha (RMSprop)
+    rms_eps: float = 1e-5  # default.yaml optim_eps
+    grad_clip: float = 20.0  # default.yaml grad_norm_clip
+    target_update_interval: int = 600  # offpg_smac.yaml: critic steps between target copies
+    # The critic takes one gradient step per time slice of the batch (offpg_learner.py
+    # train_critic, critic_train_mode: seq). Their slice is 1 step of 32 episodes; 8 steps of 4
+    # episodes is the same 32 transitions per critic step.
+    critic_slice: int = 8
+    # Whole episodes per update. The authors sample 32 SMAC episodes (tens of steps each, about
+    # 2k steps); 4 RWARE episodes of 500 steps are as many steps.
+    batch_size: int = 4
+    # The authors run 40k iterations (t_env to 4M in steps of 100), beyond a CPU budget: one
+    # update here (a 500-step GRU pass and 63 critic steps) takes 0.2-0.6 s on one core. 2k
+    # updates are 40 passes over a 200-episode dataset.
+    steps: int = 2_000
+    normalize_obs: bool = True  # RWARE coordinates reach 20 while other features are 0/1
+
+    def __post_init__(self):
+        for name in ("rnn_hidden", "critic_hidden", "mixer_hidden", "batch_size", "steps",
+                     "target_update_interval", "critic_slice"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        for name in ("beta", "beta_q", "actor_lr", "critic_lr", "grad_clip", "rms_eps"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if not 0 <= self.gamma <= 1 or not 0 <= self.td_lambda <= 1:
+            raise ValueError(f"need 0 <= gamma, td_lambda <= 1, got {self.gamma}, "
+                             f"{self.td_lambda}")
+
+
+class RecurrentActor(nn.Module):
+    """pymarl's RNN agent: [obs, last action, id] (one-hots) -> Linear+ReLU -> GRU -> logits."""
+
+    def __init__(self, cfg: ICQConfig, env: EnvInfo):
+        super().__init__()
+        self.n, self.n_actions, self.last_action = env.n_agents, env.n_actions, cfg.last_action
+        in_dim = env.obs_dim + env.n_agents + (env.n_actions if cfg.last_action else 0)
+        self.inp = nn.Sequential(nn.Linear(in_dim, cfg.rnn_hidden), nn.ReLU())
+        self.gru = nn.GRU(cfg.rnn_hidden, cfg.rnn_hidden, batch_first=True)
+        self.out = nn.Linear(cfg.rnn_hidden, env.n_actions)
+
+    def forward(self, obs: torch.Tensor, last_actions: torch.Tensor,
+                hidden: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """obs [B, T, n, obs_dim] (scaled), last_actions [B, T, n] (-1 = none).
+
+        Returns logits [B, T, n, A] and the final hidden state [1, B * n, H].
+        """
+        B, T = obs.shape[:2]
+        parts = [obs, agent_one_hot(self.n, (B, T), obs.device)]
+        if self.last_action:
+            last = F.one_hot(last_actions.clamp_min(0), self.n_actions).float()
+            parts.append(last * (last_actions >= 0).unsqueeze(-1))
+        x = self.inp(torch.cat(parts, -1))  # [B, T, n, H]
+        x = x.transpose(1, 2).reshape(B * self.n, T, -1)
+        h, hidden = self.gru(x, hidden)
+        logits = self.out(h).reshape(B, self.n, T, -1).transpose(1, 2)
+        return logits, hidden
+
+
+class ICQNets(nn.Module):
+    """Actor, critic, mixer and input scaling (what a checkpoint holds)."""
+
+    def __init__(self, cfg: ICQConfig, env: EnvInfo):
+        super().__init__()
+        self.cfg, self.n = cfg, env.n_agents
+        self.obs_norm = FixedNormalizer(env.obs_dim)
+        self.state_norm = FixedNormalizer(env.state_dim)
+        self.actor = RecurrentActor(cfg, env)
+        self.critic = mlp(env.state_dim + env.obs_dim + env.n_agents, cfg.critic_hidden, 2,
+                          env.n_actions)
+        self.mixer = LinearMixer(env.state_dim, env.n_agents, cfg.mixer_hidden,
+                                 normalize=True, bias=False)
+
+    def scale_obs(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.obs_norm(obs) if self.cfg.normalize_obs else obs
+
+    def scale_state(self, state: torch.Tensor) -> torch.Tensor:
+        return self.state_norm(state) if self.cfg.normalize_obs else state
+
+    def agent_q(self, obs: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
+        """Scaled obs [..., n, obs_dim], state [..., state_dim] -> Q_i [..., n, A]."""
+        s = state.unsqueeze(-2).expand(*obs.shape[:-1], state.shape[-1])
+        ids = agent_one_hot(self.n, obs.shape[:-2], obs.device)
+        return self.critic(torch.cat([s, obs, ids], -1))
+
+
+def _with_final_step(data: OfflineDataset, tb: TrajectoryBatch,
+                     episodes: np.ndarray) -> torch.Tensor:
+    """Write each episode's stored final observation into the slot after its last step.
+
+    Returns a bool [B, L] marking that slot. Batches must be padded past the longest episode.
+    """
+    lengths = torch.from_numpy(data.length[episodes])
+    ep = torch.from_numpy(episodes)
+    rows = torch.arange(len(episodes))
+    tb.obs[rows, lengths] = data.final_obs[ep]
+    tb.state[rows, lengths] = data.final_state[ep]
+    tb.avail[rows, lengths] = data.final_avail[ep]
+    final = torch.zeros_like(tb.mask)
+    final[rows, lengths] = True
+    return final
+
+
+def lambda_returns(rewards: torch.Tensor, terminated: torch.Tensor, real: torch.Tensor,
+                   values: torch.Tensor, gamma: float, lam: float) -> torch.Tensor:
+    """TD(lambda) targets y_t on real steps; `values` [B, L] bootstrap the step after each.
+
+    y_t = r_t + gamma (1 - d_t) ((1 - lam) v_{t+1} + lam y_{t+1}), with y = v where not real.
+    """
+    y = values.clone()
+    for t in range(rewards.shape[1] - 2, -1, -1):
+        nxt = (1 - lam) * values[:, t + 1] + lam * y[:, t + 1]
+        step = rewards[:, t] + gamma * (1.0 - terminated[:, t].float()) * nxt
+        y[:, t] = torch.where(real[:, t], step, values[:, t])
+    return y
+
+
+def batch_softmax_weights(x: torch.Tensor, valid: torch.Tensor, beta: float) -> torch.Tensor:
+    """N softmax(x / beta) over the N valid entries (0 elsewhere): mean weight one."""
+    logits = (x / beta).masked_fill(~valid, float("-inf")).flatten()
+    return (torch.softmax(logits, 0) * valid.sum()).reshape(x.shape)
+
+
+class ICQ(Algorithm):
+    Config = ICQConfig
+
+    def __init__(self, config: ICQConfig, env: EnvInfo, device: torch.device, seed: int):
+        super().__init__(config, env, device, seed)
+        self.nets = ICQNets(config, env).to(device)
+
+    def setup(self, data: OfflineDataset) -> None:
+        cfg = self.config
+        self.data, self.rng = data, np.random.default_rng(self.seed)
+        self.nets.obs_norm.fit(data.obs)
+        self.nets.state_norm.fit(data.state)
+        self.target = copy.deepcopy(self.nets).requires_grad_(False)
+        rms = {"alpha": cfg.rms_alpha, "eps": cfg.rms_eps}
+        self.actor_opt = torch.optim.RMSprop(self.nets.actor.parameters(), lr=cfg.actor_lr, **rms)
+        self.critic_params = [*self.nets.critic.parameters(), *self.nets.mixer.parameters()]
+        self.critic_opt = torch.optim.RMSprop(self.critic_params, lr=cfg.critic_lr, **rms)
+        self.critic_steps = self.last_target_copy = 0
+
+    def sample(self) -> tuple[TrajectoryBatch, torch.Tensor]:
+        """Whole episodes with their final observations spliced in after the last step."""
+        episodes = self.rng.integers(0, self.data.n_episodes, self.config.batch_size)
+        tb = self.data.trajectories(len(episodes), self.rng, length=self.data.max_length + 1,
+                                    episodes=episodes)
+        final = _with_final_step(self.data, tb, episodes)
+        for name in ("obs", "state", "avail", "actions", "rewards", "terminated", "mask"):
+            setattr(tb, name, getattr(tb, name).to(self.device))
+        return tb, final.to(self.device)
+
+    def update(self) -> dict[str, float]:
+        cfg, nets = self.config, self.nets
+        nets.train()
+        tb, final = self.sample()
+        real = tb.mask  # [B, L]: dataset steps; `final` marks the slot after each episode
+        obs, state = nets.scale_obs(tb.obs), nets.scale_state(tb.state)
+        a = tb.actions.unsqueeze(-1)
+
+        last_actions = torch.cat([torch.full_like(tb.actions[:, :1], -1), tb.actions[:, :-1]], 1)
+        logits, _ = nets.actor(obs, last_actions)
+        logp = F.log_softmax(mask_logits(logits, tb.avail), -1)  # [B, L, n, A]
+        probs = logp.detach().exp()
+
+        # Critic: in-sample TD(lambda) targets on the mixed value, importance-weighted.
+        with torch.no_grad():
+            q_bar = self.target.agent_q(obs, state)
+            taken = q_bar.gather(-1, a).squeeze(-1)
+            expected = (probs * q_bar).sum(-1)  # the actor's value where no action is stored
+            v_bar = self.target.mixer(torch.where(final.unsqueeze(-1), expected, taken), state)
+            bootstrap = (real | final) & (torch.arange(real.shape[1], device=real.device) > 0)
+            g = batch_softmax_weights(v_bar, bootstrap, cfg.beta_q) * v_bar
+            y = lambda_returns(tb.rewards, tb.terminated, real, g, cfg.gamma, cfg.td_lambda)
+        critic = self.train_critic(obs, state, a, y, real)
+
+        # Actor: advantage-weighted, mixer-weighted behaviour cloning on the dataset actions,
+        # with the critic as it is after its steps on this batch.
+        with torch.no_grad():
+            q = nets.agent_q(obs, state)
+            adv = q.gather(-1, a).squeeze(-1) - (probs * q).sum(-1)  # [B, L, n]
+            valid = real.unsqueeze(-1).expand_as(adv)
+            weight = batch_softmax_weights(adv, valid, cfg.beta)
+            k, _ = nets.mixer.weights_and_bias(state)  # [B, L, n]
+        logp_taken = logp.gather(-1, a).squeeze(-1)
+        actor_loss = -(k * weight * logp_taken)[valid].mean()
+        self._step(self.actor_opt, actor_loss, nets.actor.parameters())
+
+        greedy = logp.detach().argmax(-1)
+        return {"loss": critic["critic_loss"] + actor_loss.item(), **critic,
+                "actor_loss": actor_loss.item(), "weight_max": weight.max().item(),
+                "accuracy": (greedy == tb.actions)[valid].float().mean().item()}
+
+    def train_critic(self, obs: torch.Tensor, state: torch.Tensor, a: torch.Tensor,
+                     y: torch.Tensor, real: torch.Tensor) -> dict[str, float]:
+        """Sequential gradient steps over consecutive time slices of the batch, then a target
+        copy once `target_update_interval` steps have accumulated (the authors' schedule)."""
+        cfg, nets = self.config, self.nets
+        losses, td_abs, q_tot_sum = [], 0.0, 0.0
+        for t0 in range(0, int(real.any(0).nonzero().max()) + 1, cfg.critic_slice):
+            sl = slice(t0, t0 + cfg.critic_slice)
+            q = nets.agent_q(obs[:, sl], state[:, sl])
+            q_tot = nets.mixer(q.gather(-1, a[:, sl]).squeeze(-1), state[:, sl])
+            td = (q_tot - y[:, sl])[real[:, sl]]
+            loss = td.pow(2).mean()
+            self._step(self.critic_opt, loss, self.critic_params)
+            self.critic_steps += 1
+            losses.append(loss.item())
+            td_abs += td.detach().abs().sum().item()
+            q_tot_sum += q_tot.detach()[real[:, sl]].sum().item()
+        if self.critic_steps - self.last_target_copy >= cfg.target_update_interval:
+            self.target.load_state_dict(nets.state_dict())
+            self.last_target_copy = self.critic_steps
+        n = real.sum().item()
+        return {"critic_loss": float(np.mean(losses)), "td_abs": td_abs / n,
+                "q_tot": q_tot_sum / n}
+
+    def _step(self, opt: torch.optim.Optimizer, loss: torch.Tensor, params) -> None:
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        nn.utils.clip_grad_norm_(params, self.config.grad_clip)
+        opt.step()
+
+    def policy(self, greedy: bool = False, seed: int = 0) -> Policy:
+        return ICQPolicy(self.nets, self.device, greedy, seed)
+
+    def modules(self) -> dict[str, nn.Module]:
+        return {"nets": self.nets}
+
+
+class ICQPolicy(Policy):
+    """Decentralised and recurrent: each agent's GRU state and last action live here."""
+
+    def __init__(self, nets: ICQNets, device: torch.device, greedy: bool, seed: int):
+        self.nets, self.device, self.greedy = nets.eval(), device, greedy
+        self.gen = torch.Generator(device).manual_seed(seed)
+        self.hidden: torch.Tensor | None = None
+        self.last: torch.Tensor | None = None
+
+    def reset(self, n_envs: int) -> None:
+        self.hidden = None  # the GRU starts from zeros
+        self.last = torch.full((n_envs, 1, self.nets.n), -1, device=self.device)
+
+    @torch.inference_mode()
+    def act(self, obs: np.ndarray, state: np.ndarray, avail: np.ndarray) -> np.ndarray:
+        obs_t = self.nets.scale_obs(torch.as_tensor(obs, device=self.device)).unsqueeze(1)
+        logits, self.hidden = self.nets.actor(obs_t, self.last, self.hidden)
+        avail_t = torch.as_tensor(avail, device=self.device)
+        actions = select_actions(logits[:, 0], avail_t, self.greedy, self.gen)
+        self.last = actions.unsqueeze(1)
+        return actions.cpu().numpy()
+
+
+@hookimpl
+def marlbench_algorithms() -> list[AlgorithmSpec]:
+    return [AlgorithmSpec(
+        name="icq", cls=ICQ,
+        description="implicit constraint Q-learning with a linear mixer, recurrent actor",
+        paper="Yang et al. 2021, Believe What You See: Implicit Constraint Approach for "
+              "Offline Multi-Agent Reinforcement Learning (NeurIPS)",
+        execution="decentralised", uses_global_state=True)]
