@@ -3,22 +3,23 @@ map's good / medium / poor datasets (the MADT recipe: one MAPPO run, snapshots a
 win rates).
 
     python bench/smax_behaviours.py --map 3m --updates 150
-    python bench/smax_behaviours.py --map 5m_vs_6m --updates 1500 --set epochs=10 --set clip=0.05
+    python bench/smax_behaviours.py --map 5m_vs_6m --updates 3000 --set epochs=10 --set clip=0.05
 
 Every `--eval-every` updates the current actor is evaluated on `--eval-episodes` episodes
 (sampled actions, as datasets are collected) and kept. At the end:
   good   = the snapshot with the highest evaluated win rate (ties: the later one),
   medium = the earlier snapshot whose win rate is closest to MEDIUM x good's,
-  poor   = the earlier snapshot whose win rate is closest to POOR x good's,
-written to environments/smax/behaviours/<map>/<quality>.safetensors with the whole curve in
-training.json next to them (`--out` elsewhere, `--dry-run` to write nothing).
+  poor   = the earlier snapshot whose win rate is closest to POOR x good's.
+If the run never won an evaluation episode, snapshots are ranked by evaluated return instead,
+and the targets are MEDIUM / POOR of the way from the lowest earlier return to good's.
+The three are written to environments/smax/behaviours/<map>/<quality>.safetensors, with the
+whole curve in training.json next to them (`--out` elsewhere, `--dry-run` to write nothing).
 Run it niced with one thread: `nice -n 10 python bench/smax_behaviours.py ... --threads 1`.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
@@ -36,16 +37,20 @@ from marlbench.runner import seed_everything
 MEDIUM, POOR = 0.5, 0.2  # win-rate targets relative to the good snapshot
 
 
-def pick(snapshots: list[dict]) -> dict[str, dict]:
-    good_i = max(range(len(snapshots)), key=lambda i: (snapshots[i]["eval_win_rate"], i))
+def pick(snapshots: list[dict]) -> tuple[str, dict[str, dict]]:
+    """(measure, {quality: snapshot}). The measure is the evaluated win rate, or the evaluated
+    return when the run never won an evaluation episode."""
+    won = any(s["eval_win_rate"] > 0 for s in snapshots)
+    measure = "eval_win_rate" if won else "eval_return"
+    good_i = max(range(len(snapshots)), key=lambda i: (snapshots[i][measure], i))
     good = snapshots[good_i]
     earlier = snapshots[:good_i] or [good]
+    low = 0.0 if won else min(s[measure] for s in earlier)  # returns have no natural zero
     chosen = {"good": good}
     for quality, frac in (("medium", MEDIUM), ("poor", POOR)):
-        target = frac * good["eval_win_rate"]
-        chosen[quality] = min(earlier, key=lambda s: (abs(s["eval_win_rate"] - target),
-                                                      -s["update"]))
-    return chosen
+        target = low + frac * (good[measure] - low)
+        chosen[quality] = min(earlier, key=lambda s: (abs(s[measure] - target), -s["update"]))
+    return measure, chosen
 
 
 def main() -> None:
@@ -101,7 +106,8 @@ def main() -> None:
             print(f"stopped after {args.minutes} minutes")
             break
 
-    chosen = pick(snapshots)
+    measure, chosen = pick(snapshots)
+    print(f"chosen by {measure}")
     for quality, s in chosen.items():
         print(f"{quality:>6}: update {s['update']}, eval win rate {s['eval_win_rate']:.2f}, "
               f"return {s['eval_return']:.3f}")
@@ -114,7 +120,7 @@ def main() -> None:
         meta = {**common, "quality": quality, **{k: v for k, v in s.items() if k != "actor"}}
         save_policy(out / f"{quality}.safetensors", s["actor"], meta)
     write_json(out / "training.json", {
-        **common, "targets": {"medium": MEDIUM, "poor": POOR},
+        **common, "measure": measure, "targets": {"medium": MEDIUM, "poor": POOR},
         "chosen": {q: s["update"] for q, s in chosen.items()},
         "curve": [{k: v for k, v in s.items() if k != "actor"} for s in snapshots]})
     print(f"wrote {', '.join(chosen)} to {out}")
