@@ -80,10 +80,13 @@ def _map_of(spec: EnvSpec) -> str:
     return spec.name.removeprefix("smax-")
 
 
-_QUALITY_TEXT = {
-    "good": "MAPPO snapshot with the highest win rate of its training run",
-    "medium": "MAPPO snapshot with a win rate near half of the good one's",
-    "poor": "MAPPO snapshot with a win rate near a fifth of the good one's",
+_QUALITY_TEXT = {  # how bench/smax_behaviours.py chose them (behaviours/<map>/training.json)
+    "good": "MAPPO snapshot: the best of its training run by evaluated win rate (by return if "
+            "the run never won)",
+    "medium": "MAPPO snapshot: earlier, at about half of the good one's win rate (or halfway "
+              "up its return range)",
+    "poor": "MAPPO snapshot: earlier, at about a fifth of the good one's win rate (or a fifth "
+            "up its return range)",
 }
 
 
