@@ -8,13 +8,14 @@ and policies. The host never looks inside a plugin beyond these.
 from __future__ import annotations
 
 import abc
-import dataclasses
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
 
 import numpy as np
 import pluggy
+
+from marlbench.spaces import EnvInfo  # re-exported: part of the plugin contract
 
 if TYPE_CHECKING:  # imported lazily: env plugins should not pay for torch
     import torch
@@ -26,29 +27,6 @@ hookimpl = pluggy.HookimplMarker("marlbench")
 # ---------------------------------------------------------------------------------------------
 # Environments
 # ---------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class EnvInfo:
-    """The shapes an algorithm is built for; an env and every dataset made from it agree on them."""
-
-    name: str
-    n_agents: int
-    obs_dim: int
-    state_dim: int
-    n_actions: int
-    episode_limit: int
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    def mismatches(self, other: EnvInfo) -> list[str]:
-        """Fields (other than the name) where two infos disagree, as 'field: a != b'."""
-        out = []
-        for f in dataclasses.fields(self):
-            if f.name != "name" and getattr(self, f.name) != getattr(other, f.name):
-                out.append(f"{f.name}: {getattr(other, f.name)} != {getattr(self, f.name)}")
-        return out
 
 
 @dataclass

@@ -153,7 +153,7 @@ def plugins(show_all: bool) -> None:
     for col in ("plugin", "family", "tasks", "datasets"):
         t.add_column(col)
     groups: dict[tuple[str, str], list] = {}
-    for name, (spec, origin) in reg.environments.items():
+    for spec, origin in reg.environments.values():
         groups.setdefault((str(origin), spec.family), []).append(spec)
     for (origin, family), specs in sorted(groups.items()):
         names = [s.name for s in specs]

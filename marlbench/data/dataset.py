@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from marlbench.api import EnvInfo
+from marlbench.spaces import EnvInfo
 from marlbench.data.schema import check_compatible, read_arrays
 
 

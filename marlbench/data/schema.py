@@ -37,7 +37,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from marlbench.api import EnvInfo
+from marlbench.spaces import EnvInfo
 from marlbench.errors import DatasetError
 from marlbench.fsutil import AtomicFile
 

@@ -169,7 +169,7 @@ class SSMKernel(nn.Module):
 
         Computed in float64: for NPLR, Ā^L by repeated squaring and C = C̃ (I - Ā^L)^-1.
         """
-        H, N2 = self.H, self.N // 2
+        N2 = self.N // 2
         dt = torch.exp(self.log_dt.double())
         lam = self._lambda().to(torch.complex128)
         B, C = self._B().to(torch.complex128), _cplx(self.C).to(torch.complex128)
