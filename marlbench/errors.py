@@ -13,11 +13,17 @@ class MarlbenchError(Exception):
 class UnknownNameError(MarlbenchError, KeyError):
     """A name (algorithm, environment, dataset, option) that is not registered."""
 
-    def __init__(self, kind: str, name: str, known: Iterable[str]):
+    def __init__(self, kind: str, name: str, known: Iterable[str],
+                 listing: Iterable[str] | None = None):
+        """`listing`: names to list in full (e.g. the tasks of the family the name looks
+        like); otherwise the known names are listed only when none is close."""
         known = sorted(known)
         close = difflib.get_close_matches(name, known, n=3, cutoff=0.5)
         hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
-        listing = "" if close else f" Known: {_abbreviate(known)}."
+        if listing is not None:
+            listing = f" Available: {', '.join(sorted(listing))}."
+        else:
+            listing = "" if close else f" Known: {_abbreviate(known)}."
         super().__init__(f"unknown {kind} {name!r}.{hint}{listing}")
         self.kind, self.name, self.suggestions = kind, name, close
 

@@ -67,7 +67,12 @@ class Registry:
 
     def environment(self, name: str) -> EnvSpec:
         if name not in self.environments:
-            raise UnknownNameError("environment", name, self.environments)
+            # A name of a known family (e.g. "smax-5m_vs_7m") lists that family's tasks when
+            # there are few enough to read.
+            prefix = name.split("-", 1)[0] + "-"
+            family = [n for n in self.environments if n.startswith(prefix)]
+            raise UnknownNameError("environment", name, self.environments,
+                                   listing=family if 0 < len(family) <= 40 else None)
         return self.environments[name][0]
 
     def recipes_for(self, env: EnvSpec) -> dict[str, DatasetRecipe]:

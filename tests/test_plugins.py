@@ -96,3 +96,9 @@ def test_installed_example_package_adds_an_algorithm(tmp_path):
     assert "linear-bc" in out
     assert "marlbench-example-plugin 0.1.0" in out
     assert "bc (built-in)" in out
+
+
+def test_unknown_task_of_a_known_family_lists_that_family(reg):
+    with pytest.raises(UnknownNameError, match="Available: .*smax-3m.*smax-6h_vs_8z") as e:
+        reg.environment("smax-5m_vs_7m")
+    assert "rware-" not in str(e.value).split("Available:")[1]

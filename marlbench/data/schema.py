@@ -97,6 +97,8 @@ class DatasetWriter:
                                     compression_opts=4, shuffle=True)
             self._hash[name] = hashlib.sha256()
         self.state_is_concat_obs, self.has_win_flag = state_is_concat_obs, has_win_flag
+        self._buffer: dict[str, list[np.ndarray]] = {}
+        self._buffered: dict[str, int] = {}
         self.steps = self.episodes = 0
         self.returns: list[float] = []
         self.wins: list[bool] = []
@@ -108,10 +110,23 @@ class DatasetWriter:
         arr = np.ascontiguousarray(arr, dtype=dtype)
         if arr.shape[1:] != shape:
             raise ValueError(f"{name}: expected per-row shape {shape}, got {arr.shape[1:]}")
+        self._hash[name].update(arr.tobytes())
+        # Buffer rows and write whole chunks: appending short episodes one by one would
+        # recompress the same gzip chunk over and over.
+        self._buffer.setdefault(name, []).append(arr)
+        self._buffered[name] = self._buffered.get(name, 0) + len(arr)
+        if self._buffered[name] >= self._h5[name].chunks[0]:
+            self._flush(name)
+
+    def _flush(self, name: str) -> None:
+        buf = self._buffer.pop(name, [])
+        self._buffered[name] = 0
+        if not buf:
+            return
+        arr = np.concatenate(buf)
         ds = self._h5[name]
         ds.resize(ds.shape[0] + len(arr), axis=0)
         ds[-len(arr):] = arr
-        self._hash[name].update(arr.tobytes())
 
     def add_episode(self, steps: Mapping[str, np.ndarray], final: Mapping[str, np.ndarray],
                     won: bool | None = None) -> None:
@@ -138,6 +153,8 @@ class DatasetWriter:
         """Write the card (attrs) and publish the file; returns the card."""
         if self.episodes == 0:
             raise ValueError("no episodes collected")
+        for name in list(self._buffer):
+            self._flush(name)
         digests = {k: (self._h5[k].dtype.str, tuple(self._h5[k].shape), h.hexdigest())
                    for k, h in self._hash.items()}
         r = np.asarray(self.returns, dtype=np.float64)
