@@ -129,6 +129,8 @@ class MADS4Net(nn.Module):
             for i in range(cfg.n_layers))
         self.action_head = nn.Sequential(nn.Linear(H, H), nn.ReLU(), nn.Linear(H, env.n_actions))
         self.message_head = nn.Linear(H, cfg.message_dim) if self.uses_memory else None
+        self.register_buffer("agent_ids", torch.eye(env.n_agents), persistent=False)
+        self._step_encoder: tuple | None = None
 
     def ssm_parameters(self) -> list[nn.Parameter]:
         return [p for blk in self.blocks for p in blk.s4.kernel.ssm_parameters()]
@@ -140,8 +142,7 @@ class MADS4Net(nn.Module):
               ) -> torch.Tensor:
         """Token of one agent: rtg [...], state [..., sd], obs [..., od], prev_action [..., A]
         (one-hot), message [..., msg_in] -> [..., H]."""
-        ident = torch.zeros(*obs.shape[:-1], self.n, device=obs.device)
-        ident[..., agent] = 1.0
+        ident = self.agent_ids[agent].expand(*obs.shape[:-1], self.n)
         parts = [self.enc_rtg(rtg[..., None]), self.enc_obs(self.obs_norm(obs)),
                  self.enc_act(prev_action), self.enc_id(ident)]
         if self.enc_state is not None:
@@ -149,6 +150,49 @@ class MADS4Net(nn.Module):
         if self.enc_msg is not None:
             parts.append(self.enc_msg(message))
         return self.proj(torch.cat(parts, -1))
+
+    def _parts(self) -> list[tuple[nn.Sequential, FixedNormalizer | None]]:
+        """The part encoders in token order, each with the normaliser of its input."""
+        parts = [(self.enc_rtg, None), (self.enc_obs, self.obs_norm), (self.enc_act, None),
+                 (self.enc_id, None)]
+        if self.enc_state is not None:
+            parts.append((self.enc_state, self.state_norm))
+        if self.enc_msg is not None:
+            parts.append((self.enc_msg, None))
+        return parts
+
+    def step_encoder(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(W, b) of every part encoder as one block-diagonal Linear over the concatenated raw
+        inputs, input normalisation folded in: W_i (x - m) / s + b_i = (W_i / s) x +
+        (b_i - W_i m / s). The recurrent view embeds a token with one matmul; cached until a
+        parameter or buffer changes (as the S4 step matrices are)."""
+        tensors = [t for enc, norm in self._parts() for t in (enc[0].weight, enc[0].bias,
+                   *((norm.mean, norm.std) if norm is not None else ()))]
+        key = tuple((id(t), t._version) for t in tensors)
+        if self._step_encoder is None or self._step_encoder[0] != key:
+            weights, biases = [], []
+            for enc, norm in self._parts():
+                w, b = enc[0].weight, enc[0].bias
+                if norm is not None:
+                    w, b = w / norm.std, b - (w / norm.std) @ norm.mean
+                weights.append(w)
+                biases.append(b)
+            self._step_encoder = (key, (torch.block_diag(*weights).detach(),
+                                        torch.cat(biases).detach()))
+        return self._step_encoder[1]
+
+    def step_embed(self, rtg: torch.Tensor, state: torch.Tensor, obs: torch.Tensor,
+                   prev_action: torch.Tensor, message: torch.Tensor | None, agent: int
+                   ) -> torch.Tensor:
+        """`embed` for one step [B, ...] through the fused encoder (same values)."""
+        ident = self.agent_ids[agent].expand(obs.shape[0], self.n)
+        inputs = [rtg[:, None], obs, prev_action, ident]
+        if self.enc_state is not None:
+            inputs.append(state)
+        if self.enc_msg is not None:
+            inputs.append(message)
+        w, b = self.step_encoder()
+        return self.proj(F.relu(F.linear(torch.cat(inputs, -1), w, b)))
 
     def outgoing(self, logits: torch.Tensor, readout: torch.Tensor | None) -> torch.Tensor | None:
         """The message agent i passes on: its memory projection, its logits, or both."""
@@ -210,7 +254,8 @@ class MADS4Net(nn.Module):
             if self.cfg.decentralised:
                 message = (carry["messages"][:, order[pos - 1]] if pos else
                            torch.zeros_like(carry["messages"][:, 0]))
-            x = self.embed(rtg, state, obs[:, agent], prev_action[:, agent], message, agent)
+            x = self.step_embed(rtg, state, obs[:, agent], prev_action[:, agent], message,
+                                agent)
             readout = None
             for layer, blk in enumerate(self.blocks):
                 x, extra, carry["ssm"][agent][layer] = blk.step(x, carry["ssm"][agent][layer],

@@ -4,7 +4,8 @@
 
 1. Train step (forward + backward + AdamW) of 3 S4 blocks, H = N = 96, B = 32, L = 500:
    marlbench's kernel (one Cauchy matrix per forward, all terms in one contraction) against
-   the naive NPLR kernel that evaluates each of the four Cauchy sums separately.
+   the naive NPLR kernel that evaluates each of the four Cauchy sums separately; then the
+   kernel generation alone, the part the two differ in.
 2. MADS4 recurrent step per agent at batch 1 (rware-tiny-2ag shapes), timed at t = 1, 100,
    500 of an episode: the recurrent view's cost must not grow with t.
 3. Conv vs recurrent max error of the whole MADS4 model over 500 steps.
@@ -78,6 +79,18 @@ def train_step_time(naive: bool, repeats: int) -> float:
     return time_it(step, repeats)
 
 
+def kernel_time(naive: bool, repeats: int) -> float:
+    """Kernel generation alone (forward + backward) for the 3 layers of the train step."""
+    torch.manual_seed(0)
+    kernels = [S4Block(96, 96, 500).s4.kernel for _ in range(3)]
+
+    def step():
+        ks = [naive_nplr_kernel(k) if naive else k() for k in kernels]
+        sum(k.square().sum() for k in ks).backward()
+
+    return time_it(step, repeats)
+
+
 def recurrent_step_times(repeats: int) -> dict[int, float]:
     torch.manual_seed(0)
     env = EnvInfo("rware-tiny-2ag", 2, 71, 142, 5, 500)
@@ -123,6 +136,11 @@ def main() -> None:
     fast, naive = train_step_time(False, args.repeats), train_step_time(True, args.repeats)
     print(f"train step, 3 blocks H=N=96, B=32, L=500: {fast:.3f} s (naive four-Cauchy "
           f"{naive:.3f} s, speed-up x{naive / fast:.1f}; target <= 0.25 s and >= x3)")
+
+    k_fast, k_naive = kernel_time(False, args.repeats), kernel_time(True, args.repeats)
+    print(f"  of which kernel generation (fwd + bwd, 3 layers): {k_fast:.3f} s (naive "
+          f"{k_naive:.3f} s, x{k_naive / k_fast:.1f}); the rest (FFT convolution, mixing, "
+          f"optimiser) is common to both")
 
     steps = recurrent_step_times(args.repeats)
     print("MADS4 recurrent step per agent, batch 1: " + ", ".join(

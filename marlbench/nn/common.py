@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 NEG_INF = -1e9  # finite, so a fully masked row stays NaN-free
@@ -103,6 +104,8 @@ class MaskedBatchNorm(nn.Module):
                 n = flat.shape[0]
                 self.running_mean[slot].lerp_(mean, self.momentum)
                 self.running_var[slot].lerp_(var * n / max(n - 1, 1), self.momentum)
-        else:
-            mean, var = self.running_mean[slot], self.running_var[slot]
-        return (x - mean) * torch.rsqrt(var + self.eps) * self.weight + self.bias
+            return (x - mean) * torch.rsqrt(var + self.eps) * self.weight + self.bias
+        # The same affine map from the running estimates, as one fused op (inference speed).
+        return F.batch_norm(x.reshape(-1, x.shape[-1]), self.running_mean[slot],
+                            self.running_var[slot], self.weight, self.bias, False, 0.0,
+                            self.eps).reshape(x.shape)
