@@ -19,7 +19,6 @@ from marlbench.errors import MarlbenchError
 from marlbench.progress import RichReporter
 
 
-
 class _Stdout:
     """Tables and data go to stdout (progress and messages to stderr); created per use so the
     terminal width is read when printing."""
@@ -344,10 +343,11 @@ def sweep(algos, envs, dataset_names, seeds, steps, eval_episodes, eval_parallel
           device, sets, results_dir, datasets_dir, greedy, dry_run, quiet) -> None:
     """Run every (algorithm, env, dataset, seed) cell; complete cells are skipped, so a killed
     sweep resumes where it stopped. A failing cell is recorded and the others go on."""
+    from marlbench.cells import CellOptions
     from marlbench.config import parse_assignments
     from marlbench.executors import LocalProcessExecutor
     from marlbench.runner import is_complete
-    from marlbench.sweep import CellOptions, parse_names, parse_seeds, plan
+    from marlbench.sweep import parse_names, parse_seeds, plan
     from marlbench.sweep import sweep as run_sweep
 
     reporter = _reporter(quiet)

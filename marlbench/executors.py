@@ -15,9 +15,9 @@ import signal
 import time
 from collections.abc import Iterator, Sequence
 
+from marlbench.cells import CellOutcome, CellTask, execute_cell
 from marlbench.errors import MarlbenchError
 from marlbench.plugins import Registry
-from marlbench.sweep import CellOutcome, CellTask, execute_cell
 
 
 class Executor(abc.ABC):

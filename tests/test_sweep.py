@@ -19,12 +19,13 @@ import pytest
 from click.testing import CliRunner
 
 from marlbench.api import AlgorithmSpec, hookimpl
+from marlbench.cells import CellOptions
 from marlbench.cli import main
 from marlbench.errors import MarlbenchError, UnknownNameError
 from marlbench.executors import InlineExecutor, LocalProcessExecutor, threads_per_job
 from marlbench.plugins import build_registry
 from marlbench.runner import cell_dir, is_complete
-from marlbench.sweep import CellOptions, parse_seeds, plan, sweep
+from marlbench.sweep import parse_seeds, plan, sweep
 
 ENV, DATA = "rware-tiny-2ag", "expert-4ep"
 
