@@ -20,7 +20,8 @@ from torch import nn
 
 from marlbench.api import Algorithm, AlgorithmSpec, EnvInfo, Policy, hookimpl
 from marlbench.data import OfflineDataset
-from marlbench.nn import FixedNormalizer, agent_one_hot, mask_logits, mlp, select_actions
+from marlbench.nn import FixedNormalizer, agent_one_hot, mask_logits, mlp
+from marlbench.policies import FeedForwardPolicy
 
 
 @dataclass
@@ -97,27 +98,10 @@ class BC(Algorithm):
         return {"loss": loss.item(), "accuracy": acc.item(), "grad_norm": grad.item()}
 
     def policy(self, greedy: bool = False, seed: int = 0) -> Policy:
-        return BCPolicy(self.net, self.device, greedy, seed)
+        return FeedForwardPolicy(self.net, self.net, self.device, greedy, seed)
 
     def modules(self) -> dict[str, nn.Module]:
         return {"net": self.net}
-
-
-class BCPolicy(Policy):
-    """Memoryless: each agent acts on its current observation."""
-
-    def __init__(self, net: BCNet, device: torch.device, greedy: bool, seed: int):
-        self.net, self.device, self.greedy = net.eval(), device, greedy
-        self.gen = torch.Generator(device).manual_seed(seed)
-
-    def reset(self, n_envs: int) -> None:
-        pass
-
-    @torch.inference_mode()
-    def act(self, obs: np.ndarray, state: np.ndarray, avail: np.ndarray) -> np.ndarray:
-        t = lambda x: torch.as_tensor(x, device=self.device)  # noqa: E731
-        logits = self.net(t(obs), t(state))
-        return select_actions(logits, t(avail), self.greedy, self.gen).cpu().numpy()
 
 
 @hookimpl

@@ -49,7 +49,8 @@ from torch import nn
 
 from marlbench.api import Algorithm, AlgorithmSpec, EnvInfo, Policy, hookimpl
 from marlbench.data import OfflineDataset, TransitionBatch
-from marlbench.nn import FixedNormalizer, agent_one_hot, mask_logits, mlp, select_actions
+from marlbench.nn import FixedNormalizer, agent_one_hot, mask_logits, mlp
+from marlbench.policies import FeedForwardPolicy, soft_update
 
 
 @dataclass
@@ -201,7 +202,7 @@ class OMAR(Algorithm):
         self._step(self.critic_opt, critic["critic_loss"], self.critic_params)
         actor = self.actor_loss(b)  # on the updated critic, as in the authors' code
         self._step(self.actor_opt, actor["actor_loss"], self.nets.actor.parameters())
-        self._soft_update()
+        soft_update(self.target, self.nets, self.config.tau)
         metrics = {k: v.item() for k, v in {**critic, **actor}.items()}
         metrics["loss"] = metrics["critic_loss"] + metrics["actor_loss"]
         return metrics
@@ -212,34 +213,13 @@ class OMAR(Algorithm):
         nn.utils.clip_grad_norm_(params, self.config.grad_clip)
         opt.step()
 
-    @torch.no_grad()
-    def _soft_update(self) -> None:
-        for p, tp in zip(self.nets.parameters(), self.target.parameters(), strict=True):
-            tp.lerp_(p, self.config.tau)
-
     def policy(self, greedy: bool = False, seed: int = 0) -> Policy:
-        return OMARPolicy(self.nets, self.device, greedy, seed)
+        nets = self.nets
+        return FeedForwardPolicy(nets, lambda obs, _state: nets.actor(nets.agent_inputs(obs)),
+                                 self.device, greedy, seed)
 
     def modules(self) -> dict[str, nn.Module]:
         return {"nets": self.nets}
-
-
-class OMARPolicy(Policy):
-    """Memoryless and decentralised: each agent acts on its own observation."""
-
-    def __init__(self, nets: OMARNets, device: torch.device, greedy: bool, seed: int):
-        self.nets, self.device, self.greedy = nets.eval(), device, greedy
-        self.gen = torch.Generator(device).manual_seed(seed)
-
-    def reset(self, n_envs: int) -> None:
-        pass
-
-    @torch.inference_mode()
-    def act(self, obs: np.ndarray, state: np.ndarray, avail: np.ndarray) -> np.ndarray:
-        obs_t = torch.as_tensor(obs, device=self.device)
-        logits = self.nets.actor(self.nets.agent_inputs(obs_t))
-        avail_t = torch.as_tensor(avail, device=self.device)
-        return select_actions(logits, avail_t, self.greedy, self.gen).cpu().numpy()
 
 
 @hookimpl
