@@ -183,7 +183,8 @@ def test_incomplete_and_inconsistent_results_warn_and_are_marked(tmp_path):
     comp = compare(load_results(root), reps=REPS)
     text = "\n".join(comp.warnings)
     assert "unequal seeds on rware-tiny-2ag/expert: b has 3 (0, 1, 2), missing seed(s) 3, 4" in text
-    assert "missing cell: b has no completed run on rware-tiny-4ag/expert (every seed failed)" in text
+    assert ("missing cell: b has no completed run on rware-tiny-4ag/expert (every seed failed)"
+            in text)
     assert "failed cell: b on rware-tiny-4ag/expert seed 0: RuntimeError: out of memory" in text
     assert "rware-tiny-4ag/expert: runs were trained on 2 different datasets" in text
     assert "runs come from 2 code commits" in text and "uncommitted changes" in text

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
+from marlbench.algorithms.madt import MADT, MADTConfig, agent_sequences, team_sequences
 
 from marlbench import checkpoint
-from marlbench.algorithms.madt import MADT, MADTConfig, agent_sequences, team_sequences
 from marlbench.cli import main
 from marlbench.data import OfflineDataset
 from marlbench.evaluation import evaluate

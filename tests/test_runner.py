@@ -8,7 +8,6 @@ import types
 import numpy as np
 import pytest
 import torch
-
 from safetensors.torch import load_file
 
 from marlbench.api import AlgorithmSpec, hookimpl

@@ -71,7 +71,9 @@ _HEURISTICS: dict[str, dict[str, Any]] = {}
 def _heuristic(map_name: str) -> dict[str, Any]:
     if map_name not in _HEURISTICS:
         from jaxmarl.environments.smax.heuristic_enemy import (
-            create_heuristic_policy, get_heuristic_policy_initial_state)
+            create_heuristic_policy,
+            get_heuristic_policy_initial_state,
+        )
 
         from .sim import _jaxmarl, compiled
 

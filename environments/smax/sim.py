@@ -137,7 +137,7 @@ def compiled(map_name: str) -> _Compiled:
     return _compiled(map_name)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _compiled(map_name: str) -> _Compiled:
     return _Compiled(MAPS[map_name])
 

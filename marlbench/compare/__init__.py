@@ -6,8 +6,8 @@ plots     PNG figures                                  report    writes everythi
 """
 
 from marlbench.compare.analysis import Comparison, compare, parse_pairs
-from marlbench.compare.results import Results, RunRecord, load_results
 from marlbench.compare.report import write_report
+from marlbench.compare.results import Results, RunRecord, load_results
 
 __all__ = ["Comparison", "Results", "RunRecord", "compare", "load_results", "parse_pairs",
            "write_report"]

@@ -176,8 +176,9 @@ def _check_coverage(comp: Comparison) -> None:
         for cell in present:
             if len({r.train_steps for r in cell.runs}) > 1:
                 cell.issues.append("budget")
+                steps = _ints(r.train_steps for r in cell.runs)
                 comp.warnings.append(f"{cell.algo} on {task}: runs trained for different "
-                                     f"numbers of steps ({_ints(r.train_steps for r in cell.runs)})")
+                                     f"numbers of steps ({steps})")
             episodes = {len(r.episode_returns) for r in cell.runs}
             if len(episodes) > 1:
                 cell.issues.append("episodes")

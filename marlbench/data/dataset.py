@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from marlbench.spaces import EnvInfo
 from marlbench.data.schema import check_compatible, read_arrays
+from marlbench.spaces import EnvInfo
 
 
 @dataclass

@@ -37,9 +37,9 @@ from typing import Any
 import h5py
 import numpy as np
 
-from marlbench.spaces import EnvInfo
 from marlbench.errors import DatasetError
 from marlbench.fsutil import AtomicFile
+from marlbench.spaces import EnvInfo
 
 FORMAT = "marlbench-dataset"
 SCHEMA_VERSION = 1

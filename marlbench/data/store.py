@@ -15,7 +15,8 @@ from pathlib import Path
 
 DEFAULT_ROOT = Path("datasets")
 DEFAULT_SEED = 0
-_NAME = re.compile(r"^(?P<quality>[A-Za-z][\w.]*?)(?:-(?P<episodes>\d+)ep)?(?:-seed(?P<seed>\d+))?$")
+_NAME = re.compile(
+    r"^(?P<quality>[A-Za-z][\w.]*?)(?:-(?P<episodes>\d+)ep)?(?:-seed(?P<seed>\d+))?$")
 
 
 def root_dir(root: Path | str | None = None) -> Path:

@@ -115,7 +115,8 @@ class GPT(nn.Module):
         layers = []
         for i, block in enumerate(self.blocks):
             x, (k, v) = block(x, cache.layers[i] if cache.layers else None, mask)
-            layers.append((k[:, :, -keep:], v[:, :, -keep:]) if keep else (k[:, :, :0], v[:, :, :0]))
+            layers.append((k[:, :, -keep:], v[:, :, -keep:]) if keep
+                          else (k[:, :, :0], v[:, :, :0]))
         cache.layers = layers
         return self.ln_f(x)
 
