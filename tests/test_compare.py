@@ -250,3 +250,19 @@ def test_cli_reports_bad_input_in_one_line(grid, tmp_path):
     assert res.exit_code == 1 and "unknown algorithm in these results 'aa'" in res.output
     res = _invoke("compare", str(tmp_path / "nowhere"))
     assert res.exit_code == 1 and "does not exist" in res.output
+
+
+def test_reproduce_commands_drop_local_folders_and_verbosity():
+    from marlbench.compare.report import portable
+
+    run = ("marlbench run --algo mads4 --env rware-tiny-2ag --dataset expert --seed 1 "
+           "--threads 1 --datasets /data/ds --results=/scratch/res -q")
+    assert portable(run) == ("marlbench run --algo mads4 --env rware-tiny-2ag --dataset expert "
+                             "--seed 1 --threads 1")
+    sweep = ("marlbench sweep --algos bc --envs smax-3m --datasets good,poor --seeds 0-2 "
+             "--datasets-root /data/ds --results /scratch/res --quiet")
+    # `--datasets` names datasets in a sweep (kept); its folder option is --datasets-root
+    assert portable(sweep) == ("marlbench sweep --algos bc --envs smax-3m --datasets good,poor "
+                               "--seeds 0-2")
+    assert portable("marlbench compare results --out 'my board'") == (
+        "marlbench compare results --out 'my board'")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -13,10 +14,36 @@ from marlbench.fsutil import write_text
 LEADERBOARD = "leaderboard.md"
 
 
+# Options that say where files live or how much is printed, not what is computed: whoever
+# reproduces the runs uses their own folders (and committed reports name no local paths).
+_LOCAL_OPTIONS = {"run": {"--datasets", "--results"},
+                  "sweep": {"--datasets-root", "--results"},
+                  "compare": set()}
+_LOCAL_FLAGS = {"-q", "--quiet"}
+
+
+def portable(command: str) -> str:
+    """`command` without its folder options and verbosity flags."""
+    words = shlex.split(command)
+    local = _LOCAL_OPTIONS.get(words[1] if len(words) > 1 else "", set())
+    kept, skip_value = [], False
+    for word in words:
+        if skip_value:
+            skip_value = False
+        elif word in _LOCAL_FLAGS:
+            pass
+        elif word.split("=", 1)[0] in local:
+            skip_value = "=" not in word
+        else:
+            kept.append(word)
+    return shlex.join(kept)
+
+
 def reproduce_commands(comp: Comparison, compare_command: str) -> list[str]:
-    """The commands that made the runs (as recorded in their run.json) and this comparison."""
-    seen = dict.fromkeys(r.command for r in comp.results.runs if r.command)
-    return [*seen, compare_command]
+    """The commands that made the runs (as recorded in their run.json, made portable) and this
+    comparison."""
+    seen = dict.fromkeys(portable(r.command) for r in comp.results.runs if r.command)
+    return [*seen, portable(compare_command)]
 
 
 def write_report(comp: Comparison, out: Path | str, compare_command: str,
