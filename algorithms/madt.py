@@ -12,15 +12,15 @@ A causal GPT over the last K steps reads the output at the o_t^i token and predi
 with unavailable actions masked out of the softmax. At evaluation R_0 is the target return
 (10% above the best return in the dataset, the rule of MADS4 §5.2) and R_{t+1} = R_t - r_t.
 
-Inference keeps a rolling context with a KV cache (`marlbench.nn.gpt`): every step appends the
-new tokens and each attends to the previous 3K - 1 tokens. Within the first K steps this is
-exactly the full-window forward that training uses; beyond them the cached keys of deeper
-layers still summarise steps before the window (sliding-window attention), where the original
-implementation recomputes the last K steps from scratch at every step.
+Inference: within the first K steps every new token is appended to a KV cache
+(`marlbench.nn.gpt`), which is exactly the training forward over a window that starts at step
+0; from step K on, the last K steps are recomputed as one window at every step, as in the MADT
+and DT repos, so the evaluated policy is the trained one.
 """
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass
 
 import numpy as np
@@ -170,8 +170,9 @@ class MADT(Algorithm):
         # Returns-to-go enter the network divided by the largest |return| in the data, so the
         # conditioning input is O(1) on any task (DT scales by a fixed per-env constant).
         self.return_scale = float(np.abs(data.returns).max()) or 1.0
-        # Episodes are drawn in proportion to their length, so every step is equally likely to
-        # be in a window (the MADT repo indexes windows over all steps; DT weights by length).
+        # Episodes are drawn in proportion to their length and a window's start uniformly
+        # within its episode (the MADT repo indexes windows over all steps; DT weights
+        # episodes by length).
         self.episode_p = data.length / data.length.sum()
         self.episodes_per_batch = max(1, self.config.batch_size // self.env.n_agents)
         self.opt = torch.optim.AdamW(weight_decay_groups(self.net, self.config.weight_decay),
@@ -213,26 +214,46 @@ class MADT(Algorithm):
 
 
 class MADTPolicy(Policy):
-    """Each agent conditions on the team return-to-go still to collect and its own history."""
+    """Each agent conditions on the team return-to-go still to collect and its own last K steps.
+
+    While t < K the context is the whole episode so far, appended to a KV cache (exactly the
+    training forward over a window starting at step 0). From t = K on, the window's first step
+    drops out at every step, which a cache cannot undo in deeper layers (their keys already
+    mixed it in), so the last K steps are recomputed as one training window, as the MADT and
+    DT repos do at every step.
+    """
 
     def __init__(self, net: MADTNet, env: EnvInfo, target_return: float, return_scale: float,
                  device: torch.device, greedy: bool, seed: int):
         self.net, self.env, self.device, self.greedy = net.eval(), env, device, greedy
         self.target_return, self.return_scale = target_return, return_scale
+        self.K = net.cfg.context
         self.gen = torch.Generator(device).manual_seed(seed)
 
     def reset(self, n_envs: int) -> None:
         self.cache, self.t, self.prev = KVCache(), 0, None
         self.rtg = torch.full((n_envs,), self.target_return, device=self.device)
+        # The last K steps' (scaled return-to-go, agent inputs, action) for the window forward.
+        self.window: deque[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = deque(
+            maxlen=self.K)
 
     @torch.inference_mode()
     def act(self, obs: np.ndarray, state: np.ndarray, avail: np.ndarray) -> np.ndarray:
         B, n = obs.shape[:2]
         x = self.net.agent_inputs(torch.as_tensor(obs, device=self.device)).reshape(B * n, -1)
         rtg = (self.rtg / self.return_scale).repeat_interleave(n)
-        logits = self.net.step(self.cache, rtg, x, self.prev, self.t).reshape(B, n, -1)
-        actions = select_actions(logits, torch.as_tensor(avail, device=self.device),
-                                 self.greedy, self.gen)
+        if self.window:  # the previous step's action is known now
+            self.window[-1] = (*self.window[-1][:2], self.prev)
+        self.window.append((rtg, x, torch.zeros_like(rtg, dtype=torch.long)))  # action: a target
+        if self.t < self.K:
+            logits = self.net.step(self.cache, rtg, x, self.prev, self.t)
+        else:
+            rtgs, xs, acts = (torch.stack(v, 1) for v in zip(*self.window))
+            steps = torch.arange(self.t - self.K + 1, self.t + 1, device=self.device)
+            logits = self.net(rtgs, xs, acts, steps.expand(B * n, -1))[:, -1]
+        actions = select_actions(logits.reshape(B, n, -1),
+                                 torch.as_tensor(avail, device=self.device), self.greedy,
+                                 self.gen)
         self.prev, self.t = actions.reshape(B * n), self.t + 1
         return actions.cpu().numpy()
 

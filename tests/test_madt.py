@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 
+import marlbench.algorithms.madt as madt_module
 import numpy as np
 import pytest
 import torch
@@ -100,14 +101,20 @@ def test_cached_steps_match_the_window_forward(info, data):
             assert torch.allclose(step, recompute, atol=1e-5), t
 
 
-def test_policy_conditions_on_target_return_minus_rewards(info, data):
+def test_policy_conditions_on_target_return_minus_rewards(info, data, monkeypatch):
     """The policy's own bookkeeping (return-to-go, timestep, previous action, agent order)
-    reproduces the full forward over the sequence it lived through."""
-    algo = _algo(info, data, context=4)
+    reproduces the training forward over the window it lived through: the episode so far
+    while t < K, then the last K steps."""
+    K = 4
+    algo = _algo(info, data, context=K)
     assert algo.target_return == pytest.approx(1.1 * data.max_return)
     policy = algo.policy(greedy=True)
     ep = _first_steps(data, [0, 1], 9)
     policy.reset(2)
+    seen = []  # the logits the policy acted on
+    select = madt_module.select_actions
+    monkeypatch.setattr(madt_module, "select_actions",
+                        lambda logits, *a: (seen.append(logits), select(logits, *a))[1])
     chosen = []
     for t in range(9):
         chosen.append(policy.act(ep.obs[:, t].numpy(), ep.state[:, t].numpy(),
@@ -117,9 +124,13 @@ def test_policy_conditions_on_target_return_minus_rewards(info, data):
     rewards_before = torch.cumsum(ep.rewards, 1) - ep.rewards
     rtg = (algo.target_return - rewards_before) / algo.return_scale
     n = info.n_agents
+    seqs = (team_sequences(rtg, n), agent_sequences(algo.net.agent_inputs(ep.obs)),
+            agent_sequences(chosen), team_sequences(ep.timesteps, n))
     with torch.no_grad():
-        logits = algo.net(team_sequences(rtg, n), agent_sequences(algo.net.agent_inputs(ep.obs)),
-                          agent_sequences(chosen), team_sequences(ep.timesteps, n))
+        logits = torch.stack([algo.net(*(x[:, max(0, t - K + 1):t + 1] for x in seqs))[:, -1]
+                              for t in range(9)], 1)
+    acted = agent_sequences(torch.stack(seen, 1))  # [2 * n, 9, A]
+    assert torch.allclose(acted, logits, atol=1e-5)
     greedy = mask_logits(logits, agent_sequences(ep.avail)).argmax(-1)
     assert torch.equal(greedy, agent_sequences(chosen))
     assert torch.allclose(policy.rtg, algo.target_return - ep.rewards.sum(1))
