@@ -18,10 +18,11 @@ agent i+1's loss flow back into agent i (Eq. 6).
     loss = - Σ_{valid t} Σ_i log softmax(mask(logits_i^t, avail_i^t))[a_i^t]   (Algorithm 1)
 
 Variants: `share` = memory (the paper's MADS4) | logits | both | none (IDS4: no information
-sharing, parameters still shared); `decentralised` (MADS4-dec, §5.4: the predecessor's message
-from t-1, so agents act in parallel); `order` = fixed | random (Fig. 4a). Evaluation runs the
-recurrent view at constant cost per step with the return-to-go target 1.1 x the best dataset
-return (§5.2), decremented by the team reward after every step.
+sharing, parameters still shared), and `share_action` (also pass on the action just taken);
+`decentralised` (MADS4-dec, §5.4: the predecessor's message from t-1, so agents act in
+parallel); `order` = fixed | random (Fig. 4a). Evaluation runs the recurrent view at constant
+cost per step with the return-to-go target 1.1 x the best dataset return (§5.2), decremented
+by the team reward after every step.
 """
 
 from __future__ import annotations
@@ -61,6 +62,11 @@ class MADS4Config:
     # from 100% to chance in eval mode with shared statistics).
     norm: Literal["batch", "layer"] = "batch"
     share: ShareMode = "memory"  # paper §3.5: the predecessor's S4 memory
+    # Also pass on the action agent i just took (one-hot; the dataset's in training). Not in
+    # the paper, whose message (Eq. 5) is computed before the action is drawn, so with sampled
+    # actions agent i+1 cannot react to agent i's draw at the same step; the authors' code
+    # passes earlier agents' action logits. Off by default (paper).
+    share_action: bool = False
     decentralised: bool = False  # MADS4-dec (paper §5.4)
     order: Literal["fixed", "random"] = "fixed"  # agent order in training (paper Fig. 4a)
     use_state: bool = True  # Eq. 7 includes the global state s_g
@@ -96,7 +102,7 @@ class MADS4Config:
             raise ValueError(f"context must be positive, got {self.context}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
-        if self.decentralised and self.share == "none":
+        if self.decentralised and self.share == "none" and not self.share_action:
             raise ValueError("decentralised needs a message to delay (share != none)")
 
 
@@ -116,6 +122,7 @@ class MADS4Net(nn.Module):
         self.uses_memory = cfg.share in ("memory", "both")
         self.msg_in = {"memory": cfg.message_dim, "logits": env.n_actions,
                        "both": cfg.message_dim + env.n_actions, "none": 0}[cfg.share]
+        self.msg_in += env.n_actions if cfg.share_action else 0
 
         def enc(d: int) -> nn.Module:
             return nn.Sequential(nn.Linear(d, E), nn.ReLU())
@@ -201,23 +208,28 @@ class MADS4Net(nn.Module):
         w, b = self.step_encoder()
         return self.proj(F.relu(F.linear(torch.cat(inputs, -1), w, b)))
 
-    def outgoing(self, logits: torch.Tensor, readout: torch.Tensor | None) -> torch.Tensor | None:
-        """The message agent i passes on: its memory projection, its logits, or both."""
-        share = self.cfg.share
-        if share == "none":
-            return None
-        if share == "logits":
-            return logits
-        memory = self.message_head(readout)
-        return memory if share == "memory" else torch.cat([memory, logits], -1)
+    def outgoing(self, logits: torch.Tensor, readout: torch.Tensor | None,
+                 action: torch.Tensor | None) -> torch.Tensor | None:
+        """The message agent i passes on: its memory projection and/or its logits, then the
+        one-hot `action` it took when `share_action`."""
+        share, parts = self.cfg.share, []
+        if share in ("memory", "both"):
+            parts.append(self.message_head(readout))
+        if share in ("logits", "both"):
+            parts.append(logits)
+        if self.cfg.share_action:
+            parts.append(F.one_hot(action, self.A).to(logits.dtype))
+        return torch.cat(parts, -1) if parts else None
 
     # -- convolutional view (training) -----------------------------------------------------------
 
     def forward(self, rtg: torch.Tensor, state: torch.Tensor, obs: torch.Tensor,
                 prev_action: torch.Tensor, mask: torch.Tensor | None = None,
-                order: list[int] | None = None) -> torch.Tensor:
+                order: list[int] | None = None, actions: torch.Tensor | None = None
+                ) -> torch.Tensor:
         """Whole trajectories: rtg [B, L], state [B, L, sd], obs [B, L, n, od], prev_action
-        [B, L, n, A], mask [B, L] -> logits [B, L, n, A]. One pass per agent, in `order`."""
+        [B, L, n, A], mask [B, L], actions [B, L, n] (the actions taken, needed when
+        `share_action`) -> logits [B, L, n, A]. One pass per agent, in `order`."""
         B, L = rtg.shape
         kernels = [blk.s4.kernel() for blk in self.blocks]  # once, shared by every agent
         message = torch.zeros(B, L, self.msg_in, device=obs.device) if self.msg_in else None
@@ -230,7 +242,8 @@ class MADS4Net(nn.Module):
                 x, extra = blk(x, mask, k, slot=pos)
                 readout = extra[0] if extra.shape[0] else None
             logits[agent] = self.action_head(x)
-            message = self.outgoing(logits[agent], readout)
+            taken = actions[:, :, agent] if self.cfg.share_action else None
+            message = self.outgoing(logits[agent], readout, taken)
             if message is not None and self.cfg.decentralised:  # predecessor's message of t-1
                 message = F.pad(message[:, :-1], (0, 0, 1, 0))
         return torch.stack(logits, 2)
@@ -245,17 +258,19 @@ class MADS4Net(nn.Module):
 
     def step(self, rtg: torch.Tensor, state: torch.Tensor, obs: torch.Tensor,
              prev_action: torch.Tensor, carry: dict, order: list[int] | None = None,
-             choose=None) -> tuple[torch.Tensor, torch.Tensor | None, dict]:
+             choose=None, actions: torch.Tensor | None = None
+             ) -> tuple[torch.Tensor, torch.Tensor | None, dict]:
         """One timestep for all agents in turn: rtg [B], state [B, sd], obs [B, n, od],
         prev_action [B, n, A] -> (logits [B, n, A], actions or None, carry).
 
         `choose(agent, logits)` picks agent i's action before agent i+1 acts (acting); without
-        it the logits are all that is computed (teacher forcing in tests).
+        it the logits are all that is computed, with `actions` [B, n] as the actions taken
+        (teacher forcing in tests).
         """
         B = rtg.shape[0]
         message = torch.zeros(B, self.msg_in, device=obs.device) if self.msg_in else None
         sent = torch.zeros_like(carry["messages"])
-        logits, actions = [None] * self.n, [None] * self.n
+        logits, chosen = [None] * self.n, [None] * self.n
         order = order or list(range(self.n))
         for pos, agent in enumerate(order):
             if self.cfg.decentralised:
@@ -270,12 +285,14 @@ class MADS4Net(nn.Module):
                 readout = extra[0] if extra.shape[0] else None
             logits[agent] = self.action_head(x)
             if choose is not None:
-                actions[agent] = choose(agent, logits[agent])
-            message = self.outgoing(logits[agent], readout)
+                chosen[agent] = choose(agent, logits[agent])
+            taken = (chosen[agent] if choose is not None else actions[:, agent]
+                     ) if self.cfg.share_action else None
+            message = self.outgoing(logits[agent], readout, taken)
             if message is not None:
                 sent[:, agent] = message
         carry["messages"] = sent
-        acts = torch.stack(actions, 1) if choose is not None else None
+        acts = torch.stack(chosen, 1) if choose is not None else None
         return torch.stack(logits, 1), acts, carry
 
 
@@ -335,7 +352,8 @@ class MADS4(Algorithm):
         if self.config.order == "random":
             order = [int(i) for i in self.rng.permutation(self.env.n_agents)]
         logits = self.net(b.rtg / self.rtg_scale, b.state, b.obs,
-                          previous_actions(b.actions, self.env.n_actions), b.mask, order)
+                          previous_actions(b.actions, self.env.n_actions), b.mask, order,
+                          b.actions)
         logits = mask_logits(logits, b.avail)
         ce = F.cross_entropy(logits.flatten(0, -2), b.actions.flatten(), reduction="none")
         valid = b.mask[..., None].expand_as(b.actions).flatten()

@@ -24,7 +24,8 @@ def _episode_tensors(data, episode: int):
 
 
 @pytest.mark.parametrize("variant", [{}, {"decentralised": True}, {"share": "both"},
-                                     {"share": "logits", "norm": "layer"}, {"kernel": "s4d"}])
+                                     {"share": "logits", "norm": "layer"}, {"kernel": "s4d"},
+                                     {"share_action": True, "decentralised": True}])
 def test_whole_model_convolution_matches_recurrence_on_a_real_episode(reg, tiny_expert,
                                                                       variant):
     info = reg.environment("rware-tiny-2ag").info
@@ -47,10 +48,11 @@ def _max_view_error(algo: MADS4, data: OfflineDataset) -> float:
     b, prev = _episode_tensors(data, 1)
     rtg = b.rtg / algo.rtg_scale
     with torch.no_grad():
-        conv = net(rtg, b.state, b.obs, prev)[0]  # [500, n, A]
+        conv = net(rtg, b.state, b.obs, prev, actions=b.actions)[0]  # [500, n, A]
         carry, rec = net.initial_carry(1), []
         for t in range(500):
-            logits, _, carry = net.step(rtg[:, t], b.state[:, t], b.obs[:, t], prev[:, t], carry)
+            logits, _, carry = net.step(rtg[:, t], b.state[:, t], b.obs[:, t], prev[:, t], carry,
+                                        actions=b.actions[:, t])
             rec.append(logits[0])
     return (torch.stack(rec) - conv).abs().max().item()
 
@@ -104,16 +106,20 @@ def test_decentralised_variant_has_no_intra_timestep_dependency():
     assert not torch.equal(a[2][0, 1], b[2][0, 1])  # ... but affected at t=2
 
 
-def _cooperation_dataset(path, episodes: int, seed: int) -> EnvInfo:
-    """Agent 0 sees a fresh symbol k every step; both agents must play k. Agent 1 sees noise."""
+def _cooperation_dataset(path, episodes: int, seed: int, visible: bool = True) -> EnvInfo:
+    """Both agents must play a fresh symbol k every step. Agent 0 sees k (`visible`), or sees
+    noise and draws k at random; agent 1 always sees noise."""
     info = EnvInfo("coop-toy", 2, 4, 2, 4, 20)
     rng = np.random.default_rng(seed)
     w = DatasetWriter(path, info, state_is_concat_obs=False, has_win_flag=False)
     for _ in range(episodes):
         k = rng.integers(0, 4, 20)
         obs = np.zeros((20, 2, 4), np.float32)
-        obs[np.arange(20), 0, k] = 1.0
         obs[:, 1] = rng.normal(size=(20, 4))
+        if visible:
+            obs[np.arange(20), 0, k] = 1.0
+        else:
+            obs[:, 0] = rng.normal(size=(20, 4))
         actions = np.stack([k, k], 1).astype(np.int32)
         steps = {"obs": obs, "state": np.zeros((20, 2), np.float32),
                  "avail": np.ones((20, 2, 4), bool), "actions": actions,
@@ -130,27 +136,40 @@ def _agent1_accuracy(algo: MADS4, data: OfflineDataset) -> float:
                           episodes=np.arange(data.n_episodes))
     with torch.no_grad():
         logits = algo.net.eval()(b.rtg / algo.rtg_scale, b.state, b.obs,
-                                 previous_actions(b.actions, 4))
+                                 previous_actions(b.actions, 4), actions=b.actions)
     return (logits[:, :, 1].argmax(-1) == b.actions[:, :, 1]).float().mean().item()
 
 
+def _trained_agent1_accuracy(tmp_path, visible: bool, **cfg) -> float:
+    info = _cooperation_dataset(tmp_path / f"train-{visible}.h5", 64, seed=0, visible=visible)
+    _cooperation_dataset(tmp_path / f"test-{visible}.h5", 16, seed=1, visible=visible)
+    train = OfflineDataset.load(tmp_path / f"train-{visible}.h5", info)
+    test = OfflineDataset.load(tmp_path / f"test-{visible}.h5", info)
+    torch.manual_seed(0)
+    algo = MADS4(MADS4Config(**SMALL, batch_size=16, lr=3e-3, warmup_steps=10, **cfg), info,
+                 torch.device("cpu"), 0)
+    algo.setup(train)
+    for _ in range(250):
+        algo.update()
+    return _agent1_accuracy(algo, test)
+
+
 def test_mads4_learns_what_only_its_predecessor_sees_and_ids4_cannot(tmp_path):
-    """The paper's Fig. 3 claim in miniature."""
-    info = _cooperation_dataset(tmp_path / "train.h5", 64, seed=0)
-    _cooperation_dataset(tmp_path / "test.h5", 16, seed=1)
-    train = OfflineDataset.load(tmp_path / "train.h5", info)
-    test = OfflineDataset.load(tmp_path / "test.h5", info)
-    acc = {}
-    for share in ("memory", "none"):
-        torch.manual_seed(0)
-        cfg = MADS4Config(**SMALL, share=share, batch_size=16, lr=3e-3, warmup_steps=10)
-        algo = MADS4(cfg, info, torch.device("cpu"), 0)
-        algo.setup(train)
-        for _ in range(250):
-            algo.update()
-        acc[share] = _agent1_accuracy(algo, test)
-    assert acc["memory"] > 0.9, acc  # chance is 0.25
+    """The paper's Fig. 3 claim in miniature (chance is 0.25)."""
+    acc = {share: _trained_agent1_accuracy(tmp_path, True, share=share)
+           for share in ("memory", "none")}
+    assert acc["memory"] > 0.9, acc
     assert acc["none"] < 0.4, acc
+
+
+def test_sharing_the_action_lets_the_successor_follow_a_random_draw(tmp_path):
+    """Agent 0 observes nothing that explains its action (a random draw) and agent 1 must
+    match it: the paper's message is computed before the draw and cannot carry it, the
+    action shared with `share_action` can."""
+    acc = {flag: _trained_agent1_accuracy(tmp_path, False, share_action=flag)
+           for flag in (False, True)}
+    assert acc[False] < 0.4, acc
+    assert acc[True] > 0.9, acc
 
 
 def test_bad_configs_and_checkpoints(reg, tiny_expert, tmp_path):
