@@ -286,8 +286,9 @@ class MADS4Net(nn.Module):
             logits[agent] = self.action_head(x)
             if choose is not None:
                 chosen[agent] = choose(agent, logits[agent])
-            taken = (chosen[agent] if choose is not None else actions[:, agent]
-                     ) if self.cfg.share_action else None
+            taken = None
+            if self.cfg.share_action:  # the action drawn just now (or given, in tests)
+                taken = chosen[agent] if choose is not None else actions[:, agent]
             message = self.outgoing(logits[agent], readout, taken)
             if message is not None:
                 sent[:, agent] = message
