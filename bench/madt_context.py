@@ -16,8 +16,8 @@ import time
 
 import numpy as np
 import torch
-from marlbench.algorithms.madt import MADTPolicy
 
+from marlbench.algorithms.madt import MADTPolicy
 from marlbench.evaluation import evaluate
 from marlbench.nn import select_actions
 from marlbench.runner import load_run

@@ -19,8 +19,8 @@ import time
 
 import torch
 import torch.nn.functional as F
-from marlbench.algorithms.madt import MADT, MADTConfig, agent_sequences
 
+from marlbench.algorithms.madt import MADT, MADTConfig, agent_sequences
 from marlbench.nn import mask_logits
 from marlbench.nn.gpt import KVCache
 from marlbench.plugins import registry

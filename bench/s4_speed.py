@@ -21,8 +21,8 @@ import time
 
 import numpy as np
 import torch
-from marlbench.algorithms.mads4 import MADS4Config, MADS4Net, MADS4Policy, previous_actions
 
+from marlbench.algorithms.mads4 import MADS4Config, MADS4Net, MADS4Policy, previous_actions
 from marlbench.api import EnvInfo
 from marlbench.nn.s4 import S4Block, SSMKernel
 

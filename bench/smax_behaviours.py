@@ -25,9 +25,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from marlbench.environments.smax.behaviour import BEHAVIOURS, save_policy
 
 from marlbench.config import build_config, parse_assignments, to_dict
+from marlbench.environments.smax.behaviour import BEHAVIOURS, save_policy
 from marlbench.evaluation import evaluate
 from marlbench.fsutil import write_json
 from marlbench.plugins import registry

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from marlbench.algorithms.bc import BC, BCConfig
 
+from marlbench.algorithms.bc import BC, BCConfig
 from marlbench.data import OfflineDataset
 
 

@@ -7,9 +7,9 @@ import json
 import numpy as np
 import torch
 from click.testing import CliRunner
-from marlbench.algorithms.icq import ICQ, ICQConfig, lambda_returns
 
 from marlbench import checkpoint
+from marlbench.algorithms.icq import ICQ, ICQConfig, lambda_returns
 from marlbench.cli import main
 
 # Tiny networks, short horizon (values settle within the test), frequent target copies.

@@ -6,9 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from marlbench.algorithms.mads4 import MADS4, MADS4Config, MADS4Net, previous_actions
 
 from marlbench import checkpoint
+from marlbench.algorithms.mads4 import MADS4, MADS4Config, MADS4Net, previous_actions
 from marlbench.api import EnvInfo
 from marlbench.config import build_config
 from marlbench.data import OfflineDataset

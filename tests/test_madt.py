@@ -6,14 +6,14 @@ from __future__ import annotations
 import dataclasses
 import json
 
-import marlbench.algorithms.madt as madt_module
 import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
-from marlbench.algorithms.madt import MADT, MADTConfig, agent_sequences, team_sequences
 
+import marlbench.algorithms.madt as madt_module
 from marlbench import checkpoint
+from marlbench.algorithms.madt import MADT, MADTConfig, agent_sequences, team_sequences
 from marlbench.cli import main
 from marlbench.data import OfflineDataset
 from marlbench.evaluation import evaluate

@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 import torch
-from marlbench.algorithms.mappo import MAPPO, MAPPOConfig, ValueNorm, alive_agents
 
+from marlbench.algorithms.mappo import MAPPO, MAPPOConfig, ValueNorm, alive_agents
 from marlbench.config import build_config
 from marlbench.errors import ConfigError, MarlbenchError
 from marlbench.evaluation import evaluate

@@ -7,9 +7,9 @@ import json
 import numpy as np
 import torch
 from click.testing import CliRunner
-from marlbench.algorithms.omar import OMAR, OMARConfig, search_action
 
 from marlbench import checkpoint
+from marlbench.algorithms.omar import OMAR, OMARConfig, search_action
 from marlbench.cli import main
 
 SMALL = {"hidden": 64, "batch_size": 64, "lr": 3e-3}

@@ -7,9 +7,9 @@ import sys
 import textwrap
 
 import pytest
+
 from marlbench.environments.smac import PAPER_MAPS
 from marlbench.environments.smac.env import SmacUnavailable, smac_problem
-
 from marlbench.errors import UnknownNameError
 from marlbench.runner import RunRequest, run
 
