@@ -98,7 +98,6 @@ class DatasetWriter:
             self._hash[name] = hashlib.sha256()
         self.state_is_concat_obs, self.has_win_flag = state_is_concat_obs, has_win_flag
         self._buffer: dict[str, list[np.ndarray]] = {}
-        self._buffered: dict[str, int] = {}
         self.steps = self.episodes = 0
         self.returns: list[float] = []
         self.wins: list[bool] = []
@@ -113,14 +112,13 @@ class DatasetWriter:
         self._hash[name].update(arr.tobytes())
         # Buffer rows and write whole chunks: appending short episodes one by one would
         # recompress the same gzip chunk over and over.
-        self._buffer.setdefault(name, []).append(arr)
-        self._buffered[name] = self._buffered.get(name, 0) + len(arr)
-        if self._buffered[name] >= self._h5[name].chunks[0]:
+        buf = self._buffer.setdefault(name, [])
+        buf.append(arr)
+        if sum(map(len, buf)) >= self._h5[name].chunks[0]:
             self._flush(name)
 
     def _flush(self, name: str) -> None:
         buf = self._buffer.pop(name, [])
-        self._buffered[name] = 0
         if not buf:
             return
         arr = np.concatenate(buf)
