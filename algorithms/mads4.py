@@ -151,19 +151,26 @@ class MADS4Net(nn.Module):
 
     # -- pieces shared by both views -------------------------------------------------------------
 
+    def _inputs(self, rtg: torch.Tensor, state: torch.Tensor, obs: torch.Tensor,
+                prev_action: torch.Tensor, message: torch.Tensor | None, agent: int
+                ) -> list[torch.Tensor]:
+        """The raw token parts in the order of `_parts`."""
+        ident = self.agent_ids[agent].expand(*obs.shape[:-1], self.n)
+        inputs = [rtg[..., None], obs, prev_action, ident]
+        if self.enc_state is not None:
+            inputs.append(state)
+        if self.enc_msg is not None:
+            inputs.append(message)
+        return inputs
+
     def embed(self, rtg: torch.Tensor, state: torch.Tensor, obs: torch.Tensor,
               prev_action: torch.Tensor, message: torch.Tensor | None, agent: int
               ) -> torch.Tensor:
         """Token of one agent: rtg [...], state [..., sd], obs [..., od], prev_action [..., A]
         (one-hot), message [..., msg_in] -> [..., H]."""
-        ident = self.agent_ids[agent].expand(*obs.shape[:-1], self.n)
-        parts = [self.enc_rtg(rtg[..., None]), self.enc_obs(self.obs_norm(obs)),
-                 self.enc_act(prev_action), self.enc_id(ident)]
-        if self.enc_state is not None:
-            parts.append(self.enc_state(self.state_norm(state)))
-        if self.enc_msg is not None:
-            parts.append(self.enc_msg(message))
-        return self.proj(torch.cat(parts, -1))
+        inputs = self._inputs(rtg, state, obs, prev_action, message, agent)
+        return self.proj(torch.cat([enc(norm(x) if norm is not None else x)
+                                    for (enc, norm), x in zip(self._parts(), inputs)], -1))
 
     def _parts(self) -> list[tuple[nn.Sequential, FixedNormalizer | None]]:
         """The part encoders in token order, each with the normaliser of its input."""
@@ -180,15 +187,17 @@ class MADS4Net(nn.Module):
         inputs, input normalisation folded in: W_i (x - m) / s + b_i = (W_i / s) x +
         (b_i - W_i m / s). The recurrent view embeds a token with one matmul; cached until a
         parameter or buffer changes (as the S4 step matrices are)."""
-        tensors = [t for enc, norm in self._parts() for t in (enc[0].weight, enc[0].bias,
+        parts = self._parts()
+        tensors = [t for enc, norm in parts for t in (enc[0].weight, enc[0].bias,
                    *((norm.mean, norm.std) if norm is not None else ()))]
         key = tuple((id(t), t._version) for t in tensors)
         if self._step_encoder is None or self._step_encoder[0] != key:
             weights, biases = [], []
-            for enc, norm in self._parts():
+            for enc, norm in parts:
                 w, b = enc[0].weight, enc[0].bias
                 if norm is not None:
-                    w, b = w / norm.std, b - (w / norm.std) @ norm.mean
+                    w = w / norm.std
+                    b = b - w @ norm.mean
                 weights.append(w)
                 biases.append(b)
             self._step_encoder = (key, (torch.block_diag(*weights).detach(),
@@ -199,13 +208,8 @@ class MADS4Net(nn.Module):
                    prev_action: torch.Tensor, message: torch.Tensor | None, agent: int
                    ) -> torch.Tensor:
         """`embed` for one step [B, ...] through the fused encoder (same values)."""
-        ident = self.agent_ids[agent].expand(obs.shape[0], self.n)
-        inputs = [rtg[:, None], obs, prev_action, ident]
-        if self.enc_state is not None:
-            inputs.append(state)
-        if self.enc_msg is not None:
-            inputs.append(message)
         w, b = self.step_encoder()
+        inputs = self._inputs(rtg, state, obs, prev_action, message, agent)
         return self.proj(F.relu(F.linear(torch.cat(inputs, -1), w, b)))
 
     def outgoing(self, logits: torch.Tensor, readout: torch.Tensor | None,
