@@ -233,28 +233,30 @@ class MADTPolicy(Policy):
     def reset(self, n_envs: int) -> None:
         self.cache, self.t, self.prev = KVCache(), 0, None
         self.rtg = torch.full((n_envs,), self.target_return, device=self.device)
-        # The last K steps' (scaled return-to-go, agent inputs, action) for the window forward.
-        self.window: deque[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = deque(
-            maxlen=self.K)
+        # For the window forward: the last K steps' (scaled return-to-go, agent inputs) and the
+        # actions taken at the K - 1 steps before the current one.
+        self.window: deque[tuple[torch.Tensor, torch.Tensor]] = deque(maxlen=self.K)
+        self.taken: deque[torch.Tensor] = deque(maxlen=self.K - 1)
 
     @torch.inference_mode()
     def act(self, obs: np.ndarray, state: np.ndarray, avail: np.ndarray) -> np.ndarray:
         B, n = obs.shape[:2]
         x = self.net.agent_inputs(torch.as_tensor(obs, device=self.device)).reshape(B * n, -1)
         rtg = (self.rtg / self.return_scale).repeat_interleave(n)
-        if self.window:  # the previous step's action is known now
-            self.window[-1] = (*self.window[-1][:2], self.prev)
-        self.window.append((rtg, x, torch.zeros_like(rtg, dtype=torch.long)))  # action: a target
+        self.window.append((rtg, x))
         if self.t < self.K:
             logits = self.net.step(self.cache, rtg, x, self.prev, self.t)
         else:
-            rtgs, xs, acts = (torch.stack(v, 1) for v in zip(*self.window))
+            rtgs, xs = (torch.stack(v, 1) for v in zip(*self.window))
+            # The current step's action is only ever a target: any value stands in for it.
+            acts = torch.stack([*self.taken, torch.zeros_like(self.prev)], 1)
             steps = torch.arange(self.t - self.K + 1, self.t + 1, device=self.device)
             logits = self.net(rtgs, xs, acts, steps.expand(B * n, -1))[:, -1]
         actions = select_actions(logits.reshape(B, n, -1),
                                  torch.as_tensor(avail, device=self.device), self.greedy,
                                  self.gen)
         self.prev, self.t = actions.reshape(B * n), self.t + 1
+        self.taken.append(self.prev)
         return actions.cpu().numpy()
 
     def observe(self, rewards: np.ndarray) -> None:
