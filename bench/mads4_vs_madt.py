@@ -60,21 +60,20 @@ def _status_kb(field: str) -> int:
     raise RuntimeError(f"{field} not in /proc/self/status")
 
 
-def build(algo_name: str, overrides: dict, env_name: str, data_path: Path):
-    reg = registry()
-    spec, env = reg.algorithm(algo_name), reg.environment(env_name)
-    config = build_config(spec.config_cls, overrides)
-    algo = spec.cls(config, env.info, torch.device("cpu"), seed=0)
-    data = OfflineDataset.load(data_path, env.info)
+def build(algo_name: str, overrides: dict, data: OfflineDataset):
+    spec = registry().algorithm(algo_name)
+    algo = spec.cls(build_config(spec.config_cls, overrides), data.info, torch.device("cpu"),
+                    seed=0)
     algo.setup(data)
-    return algo, data
+    return algo
 
 
 def measure(algo_name: str, overrides: dict, env_name: str, data_path: Path, repeats: int,
             threads: int) -> dict:
     """Runs in a fresh process: size, train step time and peak memory, step latencies."""
     torch.set_num_threads(threads)
-    algo, data = build(algo_name, overrides, env_name, data_path)
+    data = OfflineDataset.load(data_path, registry().environment(env_name).info)
+    algo = build(algo_name, overrides, data)
     rss_before = _status_kb("VmRSS")
     Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current RSS
     algo.update()  # warm-up
@@ -148,11 +147,11 @@ def main() -> None:
                       f"peak memory x{r['peak_mb'] / base['peak_mb']:.1f}, latency {lat}")
 
         print(f"\nParameters of every offline algorithm with its defaults on {args.env}:")
+        data = OfflineDataset.load(data_path, env.info)
         for algo_name, (spec, _origin) in sorted(reg.algorithms.items()):
             if not spec.offline:
                 continue
-            algo, _ = build(algo_name, {}, args.env, Path(data_path))
-            print(f"  {algo_name:12} {parameter_count(algo):>9,}")
+            print(f"  {algo_name:12} {parameter_count(build(algo_name, {}, data)):>9,}")
 
 
 if __name__ == "__main__":
