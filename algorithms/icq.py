@@ -10,24 +10,32 @@ per-agent ones. Details follow the authors' code (github.com/YiqinYang/ICQ, ICQ-
 learners/offpg_learner.py, modules/critics/offpg.py, modules/mixers/qmix.py).
 
 Critic (per-agent Q_i(s, o_i, .), mixed to Q_tot = sum_i k_i(s) Q_i(s, o_i, a_i); bars are
-target networks, N the number of bootstrap values in the batch):
+target networks; w_beta(x)_{b,t} = B_t softmax_b(x_{b,t} / beta) is the importance weight,
+a softmax over the B_t episodes of the batch still running at step t, separately for every
+step t (and agent i), scaled so that its mean over them is one):
 
-    G_t      = N softmax_batch(Qbar_tot(s_t, a_t) / beta_Q) Qbar_tot(s_t, a_t)
+    G_t      = w_{beta_Q}(Qbar_tot(s, a))_t Qbar_tot(s_t, a_t)
     y_t      = r_t + gamma (1 - d_t) ((1 - lambda) G_{t+1} + lambda y_{t+1})    (TD(lambda))
     L_Q      = E_D[(Q_tot(s_t, a_t) - y_t)^2]
 
 Actor (recurrent, per agent, parameters shared):
 
     A_i      = Q_i(s, o_i, a_i) - sum_a pi_i(a | tau_i) Q_i(s, o_i, a)
-    L_pi     = -E_D[k_i(s) N softmax_batch(A_i / beta) log pi_i(a_i | tau_i)]
+    L_pi     = -E_D[k_i(s) w_beta(A_i)_t log pi_i(a_i | tau_i)]
+
+The batch mean at step t estimates the closed form's normaliser E_mu[exp(Q / beta)], as in
+the authors' learner (softmax over the episode axis, times the batch size), so no entry
+weighs more than B_t.
 
 Departures from the authors' code, each for a stated reason:
 
 * The critic's sequential steps run over slices of `critic_slice` time steps (theirs: one
   step per time slice); with 4 episodes per batch, a slice of 8 holds the same 32 transitions
   as theirs and a 500-step episode costs 63 critic steps per update instead of 500.
-* The softmax normalisers run over all valid entries of the batch (theirs normalises over the
-  episode axis at each time step, padding included); a batch here holds few, long episodes.
+* The importance weights' softmax leaves padding out and scales by the number of episodes
+  still running at that step (theirs includes padded entries and scales by the batch size).
+  The two agree whenever every episode of the batch is still running, as on RWARE, whose
+  episodes all end at the time limit.
 * RWARE episodes end by a time limit. The step after the last one has no dataset action, so its
   bootstrap value is the expectation under the current actor, on the stored final observation.
 * The mixer's weights come from a one-hidden-layer hypernetwork on the state (theirs multiplies
@@ -181,10 +189,17 @@ def lambda_returns(rewards: torch.Tensor, terminated: torch.Tensor, real: torch.
     return y
 
 
-def batch_softmax_weights(x: torch.Tensor, valid: torch.Tensor, beta: float) -> torch.Tensor:
-    """N softmax(x / beta) over the N valid entries (0 elsewhere): mean weight one."""
-    logits = (x / beta).masked_fill(~valid, float("-inf")).flatten()
-    return (torch.softmax(logits, 0) * valid.sum()).reshape(x.shape)
+def importance_weights(x: torch.Tensor, valid: torch.Tensor, beta: float) -> torch.Tensor:
+    """B_t softmax(x / beta) over the batch axis (dim 0), separately at every other index.
+
+    x, valid [B, ...]: at each index (time step, agent) the softmax runs over the valid
+    entries of the B episodes and is scaled by their count B_t, so the weights there average
+    one and none exceeds B_t; invalid entries get 0 (a column with none stays all 0).
+    """
+    logits = (x / beta).masked_fill(~valid, float("-inf"))
+    count = valid.sum(0, keepdim=True)
+    weights = torch.softmax(logits, 0).nan_to_num(0.0)  # an all-invalid column: 0, not NaN
+    return weights * count
 
 
 class ICQ(Algorithm):
@@ -236,9 +251,11 @@ class ICQ(Algorithm):
             expected = (probs * q_bar).sum(-1)  # the actor's value where no action is stored
             v_bar = self.target.mixer(torch.where(final.unsqueeze(-1), expected, taken), state)
             bootstrap = (real | final) & (torch.arange(real.shape[1], device=real.device) > 0)
-            g = batch_softmax_weights(v_bar, bootstrap, cfg.beta_q) * v_bar
+            q_weight = importance_weights(v_bar, bootstrap, cfg.beta_q)
+            g = q_weight * v_bar
             y = lambda_returns(tb.rewards, tb.terminated, real, g, cfg.gamma, cfg.td_lambda)
         critic = self.train_critic(obs, state, a, y, real)
+        critic["q_weight_max"] = q_weight.max().item()
 
         # Actor: advantage-weighted, mixer-weighted behaviour cloning on the dataset actions,
         # with the critic as it is after its steps on this batch.
@@ -246,7 +263,7 @@ class ICQ(Algorithm):
             q = nets.agent_q(obs, state)
             adv = q.gather(-1, a).squeeze(-1) - (probs * q).sum(-1)  # [B, L, n]
             valid = real.unsqueeze(-1).expand_as(adv)
-            weight = batch_softmax_weights(adv, valid, cfg.beta)
+            weight = importance_weights(adv, valid, cfg.beta)
             k, _ = nets.mixer.weights_and_bias(state)  # [B, L, n]
         logp_taken = logp.gather(-1, a).squeeze(-1)
         actor_loss = -(k * weight * logp_taken)[valid].mean()

@@ -1,4 +1,5 @@
-"""ICQ: TD(lambda) targets, the spliced final step, fitting, recurrent acting, reload, CLI."""
+"""ICQ: TD(lambda) targets, importance weights, the spliced final step, fitting, recurrent
+acting, reload, CLI."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import torch
 from click.testing import CliRunner
 
 from marlbench import checkpoint
-from marlbench.algorithms.icq import ICQ, ICQConfig, lambda_returns
+from marlbench.algorithms.icq import ICQ, ICQConfig, importance_weights, lambda_returns
 from marlbench.cli import main
 
 # Tiny networks, short horizon (values settle within the test), frequent target copies.
@@ -50,6 +51,39 @@ def test_lambda_returns_match_hand_computation():
     term[0, 2] = True
     got = lambda_returns(r, term, real, v, g, 1.0)
     torch.testing.assert_close(got[0, :3], torch.tensor([1 + g * (2 + g * 3), 2 + g * 3, 3.0]))
+
+
+def test_importance_weights_normalise_per_step_and_agent_across_the_batch():
+    gen = torch.Generator().manual_seed(0)
+    B, T, n, beta = 4, 6, 2, 0.5
+    x = torch.randn(B, T, n, generator=gen)
+    x[0, 2, 1] = 50.0  # one dominant entry moves only its own (step, agent) column
+    valid = torch.ones(B, T, n, dtype=torch.bool)
+    valid[1:, 4:] = False  # only episode 0 runs past step 3
+    valid[:, 5, 0] = False  # a column with no valid entry
+    w = importance_weights(x, valid, beta)
+    for t in range(T):
+        for i in range(n):
+            v = valid[:, t, i]
+            if not v.any():
+                assert (w[:, t, i] == 0).all()
+                continue
+            e = torch.exp((x[v, t, i] - x[v, t, i].max()) / beta)
+            torch.testing.assert_close(w[v, t, i], e / e.mean())  # mean weight one
+            assert (w[~v, t, i] == 0).all()
+    assert w.max() <= B + 1e-5
+    torch.testing.assert_close(w[0, 2, 1], torch.tensor(float(B)))
+    torch.testing.assert_close(w[:, 4:, 1][valid[:, 4:, 1]], torch.ones(2))  # B_t = 1
+
+
+def test_no_actor_weight_exceeds_the_batch_size(keyed_dataset):
+    # A small temperature makes the weights as peaked as they get: a softmax over the whole
+    # batch would put up to B * L * n on one entry; per step and agent, at most B.
+    algo = make(keyed_dataset, beta=1e-3, beta_q=1e-3)
+    history = [algo.update() for _ in range(20)]
+    assert max(m["weight_max"] for m in history) <= SMALL["batch_size"] + 1e-4
+    assert max(m["q_weight_max"] for m in history) <= SMALL["batch_size"] + 1e-4
+    assert max(m["weight_max"] for m in history) > 2.0  # the weights are far from uniform
 
 
 def test_batches_hold_the_final_observation_after_each_episode(keyed_dataset):
