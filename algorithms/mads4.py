@@ -116,7 +116,7 @@ class MADS4Net(nn.Module):
 
     def __init__(self, cfg: MADS4Config, env: EnvInfo):
         super().__init__()
-        self.cfg, self.n, self.A = cfg, env.n_agents, env.n_actions
+        self.cfg, self.n, self.n_actions = cfg, env.n_agents, env.n_actions
         E, H = cfg.embed_dim, cfg.d_model
         self.l_max = cfg.context or env.episode_limit
         self.uses_memory = cfg.share in ("memory", "both")
@@ -222,22 +222,23 @@ class MADS4Net(nn.Module):
         if share in ("logits", "both"):
             parts.append(logits)
         if self.cfg.share_action:
-            parts.append(F.one_hot(action, self.A).to(logits.dtype))
+            parts.append(F.one_hot(action, self.n_actions).to(logits.dtype))
         return torch.cat(parts, -1) if parts else None
 
     # -- convolutional view (training) -----------------------------------------------------------
 
     def forward(self, rtg: torch.Tensor, state: torch.Tensor, obs: torch.Tensor,
                 prev_action: torch.Tensor, mask: torch.Tensor | None = None,
-                order: list[int] | None = None, actions: torch.Tensor | None = None
-                ) -> torch.Tensor:
+                order: list[int] | None = None, actions: torch.Tensor | None = None,
+                return_features: bool = False):
         """Whole trajectories: rtg [B, L], state [B, L, sd], obs [B, L, n, od], prev_action
         [B, L, n, A], mask [B, L], actions [B, L, n] (the actions taken, needed when
-        `share_action`) -> logits [B, L, n, A]. One pass per agent, in `order`."""
+        `share_action`) -> logits [B, L, n, A]. One pass per agent, in `order`.
+        `return_features`: (logits, features [B, L, n, H]), the last block's output per agent."""
         B, L = rtg.shape
         kernels = [blk.s4.kernel() for blk in self.blocks]  # once, shared by every agent
         message = torch.zeros(B, L, self.msg_in, device=obs.device) if self.msg_in else None
-        logits = [None] * self.n
+        logits, feats = [None] * self.n, [None] * self.n
         for pos, agent in enumerate(order or range(self.n)):
             x = self.embed(rtg, state, obs[:, :, agent], prev_action[:, :, agent], message,
                            agent)
@@ -245,11 +246,14 @@ class MADS4Net(nn.Module):
             for blk, k in zip(self.blocks, kernels):
                 x, extra = blk(x, mask, k, slot=pos)
                 readout = extra[0] if extra.shape[0] else None
+            feats[agent] = x
             logits[agent] = self.action_head(x)
             taken = actions[:, :, agent] if self.cfg.share_action else None
             message = self.outgoing(logits[agent], readout, taken)
             if message is not None and self.cfg.decentralised:  # predecessor's message of t-1
                 message = F.pad(message[:, :-1], (0, 0, 1, 0))
+        if return_features:
+            return torch.stack(logits, 2), torch.stack(feats, 2)
         return torch.stack(logits, 2)
 
     # -- recurrent view (acting) -----------------------------------------------------------------
@@ -269,12 +273,13 @@ class MADS4Net(nn.Module):
 
         `choose(agent, logits)` picks agent i's action before agent i+1 acts (acting); without
         it the logits are all that is computed, with `actions` [B, n] as the actions taken
-        (teacher forcing in tests).
+        (teacher forcing in tests). Sets `carry["features"]` [B, n, H]: the last block's
+        output per agent at this timestep (what the action head reads).
         """
         B = rtg.shape[0]
         message = torch.zeros(B, self.msg_in, device=obs.device) if self.msg_in else None
         sent = torch.zeros_like(carry["messages"])
-        logits, chosen = [None] * self.n, [None] * self.n
+        logits, chosen, feats = [None] * self.n, [None] * self.n, [None] * self.n
         order = order or list(range(self.n))
         for pos, agent in enumerate(order):
             if self.cfg.decentralised:
@@ -287,6 +292,7 @@ class MADS4Net(nn.Module):
                 x, extra, carry["ssm"][agent][layer] = blk.step(x, carry["ssm"][agent][layer],
                                                                 slot=pos)
                 readout = extra[0] if extra.shape[0] else None
+            feats[agent] = x
             logits[agent] = self.action_head(x)
             if choose is not None:
                 chosen[agent] = choose(agent, logits[agent])
@@ -297,6 +303,7 @@ class MADS4Net(nn.Module):
             if message is not None:
                 sent[:, agent] = message
         carry["messages"] = sent
+        carry["features"] = torch.stack(feats, 1)
         acts = torch.stack(chosen, 1) if choose is not None else None
         return torch.stack(logits, 1), acts, carry
 
@@ -402,7 +409,7 @@ class MADS4Policy(Policy):
     def reset(self, n_envs: int) -> None:
         self.carry = self.net.initial_carry(n_envs)
         self.rtg = torch.full((n_envs,), self.target, device=self.device)
-        self.prev = torch.zeros(n_envs, self.net.n, self.net.A, device=self.device)
+        self.prev = torch.zeros(n_envs, self.net.n, self.net.n_actions, device=self.device)
 
     @torch.inference_mode()
     def act(self, obs: np.ndarray, state: np.ndarray, avail: np.ndarray) -> np.ndarray:
@@ -414,7 +421,7 @@ class MADS4Policy(Policy):
 
         _, actions, self.carry = self.net.step(self.rtg, t(state), t(obs), self.prev,
                                                self.carry, choose=choose)
-        self.prev = F.one_hot(actions, self.net.A).float()
+        self.prev = F.one_hot(actions, self.net.n_actions).float()
         return actions.cpu().numpy()
 
     def observe(self, rewards: np.ndarray) -> None:

@@ -193,3 +193,21 @@ def test_short_context_warns(reg, tiny_expert):
     with pytest.warns(UserWarning, match="shorter than the dataset's longest episode"):
         algo.setup(OfflineDataset.load(tiny_expert, info))
     assert algo.data.trajectories(2, algo.rng, algo.length).obs.shape[1] == 100
+
+
+def test_features_are_the_last_block_output_in_both_views():
+    """Interface for fine-tuning: `forward(..., return_features=True)` and `carry["features"]`
+    are the same per-agent [.., n, H] vectors, and the action head of them gives the logits."""
+    torch.manual_seed(0)
+    env = EnvInfo("toy", 3, 5, 4, 4, 12)
+    net = MADS4Net(MADS4Config(**SMALL), env).eval()
+    obs, state, rtg = torch.randn(2, 12, 3, 5), torch.randn(2, 12, 4), torch.randn(2, 12)
+    prev = previous_actions(torch.randint(0, 4, (2, 12, 3)), 4)
+    with torch.no_grad():
+        logits, feats = net(rtg, state, obs, prev, return_features=True)
+        assert feats.shape == (2, 12, 3, 16)
+        assert torch.allclose(net.action_head(feats), logits)
+        carry = net.initial_carry(2)
+        for t in range(12):
+            _, _, carry = net.step(rtg[:, t], state[:, t], obs[:, t], prev[:, t], carry)
+            assert (carry["features"] - feats[:, t]).abs().max() <= 1e-4
