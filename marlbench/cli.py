@@ -12,6 +12,7 @@ from pathlib import Path
 
 import click
 from rich.console import Console
+from rich.markup import escape as rich_escape
 from rich.table import Table
 
 from marlbench import __version__
@@ -49,14 +50,27 @@ def _registry(reporter: RichReporter):
     return reg
 
 
+def _error_line(message: str) -> None:
+    """One line on stderr (newlines in a message are folded, so a script sees one line)."""
+    text = " ".join(str(message).split())
+    Console(stderr=True).print(f"[bold red]error:[/bold red] {text}", highlight=False,
+                               soft_wrap=True, markup=True)
+
+
 def _handle_errors(fn):
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
+        from marlbench.fsutil import describe_os_error
+
         try:
             return fn(*args, **kwargs)
         except MarlbenchError as exc:
-            Console(stderr=True).print(f"[bold red]error:[/bold red] {exc}", highlight=False,
-                                      soft_wrap=True)
+            _error_line(rich_escape(str(exc)))
+            sys.exit(1)
+        except OSError as exc:  # an I/O failure no step named: still one line with the path
+            where = f" {exc.filename}" if exc.filename else ""
+            _error_line(rich_escape(f"{click.get_current_context().info_name} failed on"
+                                    f"{where}: {describe_os_error(exc)}"))
             sys.exit(1)
         except KeyboardInterrupt:
             Console(stderr=True).print("[bold red]interrupted[/bold red]: nothing was published")
@@ -65,8 +79,29 @@ def _handle_errors(fn):
     return wrapper
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"],
-                               "max_content_width": 100})
+class _OneLineErrors(click.Group):
+    """Usage errors (a bad option value, a missing option) as one line on stderr, like every
+    other error, instead of click's usage block."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True,
+             **extra):
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode, **extra)
+        try:
+            rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.ClickException as exc:
+            ctx = getattr(exc, "ctx", None)
+            hint = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
+            _error_line(rich_escape(exc.format_message()) + hint)
+            sys.exit(exc.exit_code)
+        except click.exceptions.Abort:
+            _error_line("aborted")
+            sys.exit(1)
+        sys.exit(rv if isinstance(rv, int) else 0)
+
+
+@click.group(cls=_OneLineErrors, context_settings={"help_option_names": ["-h", "--help"],
+                                                   "max_content_width": 100})
 @click.version_option(__version__, prog_name="marlbench")
 def main() -> None:
     """Benchmark suite for offline multi-agent RL: train on datasets, evaluate in real envs."""
@@ -77,6 +112,62 @@ def main() -> None:
 # ------------------------------------------------------------------------------------------------
 
 
+def run_options(datasets_flags: tuple[str, ...]):
+    """The options `run` and `sweep` share, as one decorator; the command receives them as
+    keyword arguments that `_options` turns into one `RunOptions`."""
+    shared = [
+        click.option("--steps", default=None, type=int,
+                     help="Training updates. Default: the algorithm's budget "
+                          "(`marlbench options ALGO`)."),
+        click.option("--eval-episodes", default=30, show_default=True, type=int,
+                     help="Online evaluation episodes per cell (paper: 30)."),
+        click.option("--eval-parallel", default=10, show_default=True, type=int,
+                     help="Evaluation envs stepped in lockstep (batched inference)."),
+        click.option("--episodes", default=None, type=int,
+                     help="Dataset size if it must be collected (paper: 1000)."),
+        click.option("--device", default="cpu", show_default=True,
+                     help="torch device, e.g. cuda:0."),
+        click.option("--threads", default=None, type=int,
+                     help="torch CPU threads [run: torch's default; sweep: CPU cores / --jobs]."),
+        click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
+                     help="Override an algorithm option (of every algorithm in a sweep); "
+                          "repeatable."),
+        click.option("--results", "results_dir", default=None, type=click.Path(path_type=Path),
+                     help="Results root [default: $MARLBENCH_RESULTS or ./results]."),
+        click.option(*datasets_flags, "datasets_dir", default=None,
+                     type=click.Path(path_type=Path),
+                     help="Datasets root [default: $MARLBENCH_DATASETS or ./datasets]."),
+        click.option("--greedy", is_flag=True,
+                     help="Evaluate with argmax actions (default: sample from the masked "
+                          "policy)."),
+        click.option("--quiet", "-q", is_flag=True, help="No progress bars (for scripts)."),
+    ]
+
+    def decorate(fn):
+        for option in reversed(shared):
+            fn = option(fn)
+        return fn
+
+    return decorate
+
+
+_OPTION_PARAMS = ("steps", "eval_episodes", "eval_parallel", "episodes", "device", "threads",
+                  "sets", "results_dir", "datasets_dir", "greedy")
+
+
+def _options(params: dict, **extra):
+    """`RunOptions` from the shared options (popped from `params`); values checked here."""
+    from marlbench.config import parse_assignments
+    from marlbench.runner import RunOptions
+
+    p = {k: params.pop(k) for k in _OPTION_PARAMS}
+    return RunOptions(steps=p["steps"], eval_episodes=p["eval_episodes"],
+                      eval_parallel=p["eval_parallel"], episodes=p["episodes"],
+                      device=p["device"], threads=p["threads"],
+                      overrides=parse_assignments(p["sets"]), results_root=p["results_dir"],
+                      datasets_root=p["datasets_dir"], greedy=p["greedy"], **extra)
+
+
 @main.command()
 @click.option("--algo", required=True, help="Algorithm name (see `marlbench plugins`).")
 @click.option("--env", required=True, help="Environment task, e.g. rware-tiny-2ag.")
@@ -84,41 +175,18 @@ def main() -> None:
               help="Dataset name (expert, medium, expert-1000ep, ...) or .h5 path; collected "
                    "first if missing. Default: the env's default (RWARE: expert).")
 @click.option("--seed", default=0, show_default=True, type=int, help="Training/eval seed.")
-@click.option("--steps", default=None, type=int,
-              help="Training updates. Default: the algorithm's budget (`marlbench options`).")
-@click.option("--eval-episodes", default=30, show_default=True, type=int,
-              help="Online evaluation episodes (paper: 30).")
-@click.option("--eval-parallel", default=10, show_default=True, type=int,
-              help="Evaluation envs stepped in lockstep (batched inference).")
-@click.option("--episodes", default=None, type=int,
-              help="Dataset size if it must be collected (paper: 1000).")
-@click.option("--device", default="cpu", show_default=True, help="torch device, e.g. cuda:0.")
-@click.option("--threads", default=None, type=int, help="torch CPU threads (default: torch's).")
-@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
-              help="Override an algorithm option; repeatable.")
-@click.option("--results", "results_dir", default=None, type=click.Path(path_type=Path),
-              help="Results root [default: $MARLBENCH_RESULTS or ./results].")
-@click.option("--datasets", "datasets_dir", default=None, type=click.Path(path_type=Path),
-              help="Datasets root [default: $MARLBENCH_DATASETS or ./datasets].")
-@click.option("--greedy", is_flag=True,
-              help="Evaluate with argmax actions (default: sample from the masked policy).")
+@run_options(("--datasets",))
 @click.option("--overwrite", is_flag=True, help="Replace an existing result of this cell.")
-@click.option("--quiet", "-q", is_flag=True, help="No progress bars (for scripts).")
 @_handle_errors
-def run(algo, env, dataset, seed, steps, eval_episodes, eval_parallel, episodes, device,
-        threads, sets, results_dir, datasets_dir, greedy, overwrite, quiet) -> None:
+def run(algo, env, dataset, seed, overwrite, quiet, **params) -> None:
     """Train ALGO on a dataset of ENV, evaluate it online, write results/<env>/<dataset>/..."""
-    from marlbench.config import parse_assignments
     from marlbench.runner import RunRequest
     from marlbench.runner import run as run_cell
 
+    options = _options(params, overwrite=overwrite)
+    req = RunRequest.of(options, algo=algo, env=env, dataset=dataset, seed=seed)
     reporter = _reporter(quiet)
     reg = _registry(reporter)
-    req = RunRequest(algo=algo, env=env, dataset=dataset, seed=seed, steps=steps,
-                     eval_episodes=eval_episodes, eval_parallel=eval_parallel,
-                     episodes=episodes, device=device, overrides=parse_assignments(sets),
-                     results_root=results_dir, datasets_root=datasets_dir,
-                     overwrite=overwrite, threads=threads, greedy=greedy)
     summary = run_cell(req, reporter, reg)
     ev, card = summary["eval"], summary["dataset_card"]
     line = (f"{summary['algo']} on {summary['env']}/{summary['dataset']} seed {seed}: "
@@ -319,46 +387,26 @@ def datasets_verify(targets, datasets_dir) -> None:
                    "env's default (RWARE: expert).")
 @click.option("--seeds", default="0-4", show_default=True,
               help="Seeds, e.g. 0-4 or 0,2,5-7 (paper: 5 seeds).")
-@click.option("--steps", default=None, type=int,
-              help="Training updates. Default: each algorithm's budget.")
-@click.option("--eval-episodes", default=30, show_default=True, type=int,
-              help="Online evaluation episodes per cell (paper: 30).")
-@click.option("--eval-parallel", default=10, show_default=True, type=int)
 @click.option("--jobs", "-j", default=1, show_default=True, type=int,
               help="Cells run at once, each in its own process.")
-@click.option("--threads", default=None, type=int,
-              help="torch threads per cell [default: CPU cores / --jobs].")
-@click.option("--device", default="cpu", show_default=True)
-@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
-              help="Override an option of every algorithm in the sweep; repeatable.")
-@click.option("--results", "results_dir", default=None, type=click.Path(path_type=Path),
-              help="Results root [default: $MARLBENCH_RESULTS or ./results].")
-@click.option("--datasets-root", "datasets_dir", default=None, type=click.Path(path_type=Path),
-              help="Datasets root [default: $MARLBENCH_DATASETS or ./datasets].")
-@click.option("--greedy", is_flag=True, help="Evaluate with argmax actions.")
+@run_options(("--datasets-root",))
 @click.option("--dry-run", is_flag=True, help="List the cells and whether they are complete.")
-@click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
 @_handle_errors
-def sweep(algos, envs, dataset_names, seeds, steps, eval_episodes, eval_parallel, jobs, threads,
-          device, sets, results_dir, datasets_dir, greedy, dry_run, quiet) -> None:
+def sweep(algos, envs, dataset_names, seeds, jobs, dry_run, quiet, **params) -> None:
     """Run every (algorithm, env, dataset, seed) cell; complete cells are skipped, so a killed
     sweep resumes where it stopped. A failing cell is recorded and the others go on."""
-    from marlbench.cells import CellOptions
-    from marlbench.config import parse_assignments
     from marlbench.executors import LocalProcessExecutor
     from marlbench.runner import is_complete
     from marlbench.sweep import parse_names, parse_seeds, plan
     from marlbench.sweep import sweep as run_sweep
 
+    options = _options(params)
+    seed_list = parse_seeds(seeds)
+    executor = LocalProcessExecutor(jobs, options.threads)  # validates --jobs before any work
     reporter = _reporter(quiet)
     reg = _registry(reporter)
-    executor = LocalProcessExecutor(jobs, threads)  # validates --jobs before any work
-    options = CellOptions(steps=steps, eval_episodes=eval_episodes, eval_parallel=eval_parallel,
-                          device=device, overrides=parse_assignments(sets),
-                          results_root=results_dir, datasets_root=datasets_dir,
-                          threads=threads, greedy=greedy)
     tasks = plan(reg, parse_names(algos), parse_names(envs), parse_names(dataset_names),
-                 parse_seeds(seeds), options, reporter)
+                 seed_list, options, reporter, collect=not dry_run)
     if dry_run:
         t = Table(title=f"{len(tasks)} cells", title_justify="left")
         for col in ("algorithm", "env", "dataset", "seed", "state"):
@@ -421,10 +469,14 @@ COMPARE_FORMATS = ("table", "markdown", "latex", "csv", "json", "marl-eval")
 @click.option("--seed", default=0, show_default=True, type=int, help="Bootstrap seed.")
 @click.option("--alpha", default=0.05, show_default=True, type=float,
               help="Significance level after Holm correction.")
+@click.option("--holm-family", type=click.Choice(["task", "table"]), default="task",
+              show_default=True,
+              help="Holm-correct each task's tests together (task) or every test of the "
+                   "table together (table).")
 @click.option("--no-plots", is_flag=True, help="With --out: skip the PNG figures.")
 @_handle_errors
 def compare(results_dir, envs, algos, dataset_names, pairs, fmt, out_dir, reps, seed, alpha,
-            no_plots) -> None:
+            holm_family, no_plots) -> None:
     """Compare the runs under RESULTS_DIR [default: $MARLBENCH_RESULTS or ./results]: per-task
     tables with significance tests, normalised aggregates with intervals, plots."""
     import json
@@ -443,7 +495,7 @@ def compare(results_dir, envs, algos, dataset_names, pairs, fmt, out_dir, reps, 
     algo_list = parse_names(algos)
     results = cmp.load_results(root, parse_names(envs), algo_list, parse_names(dataset_names))
     comp = cmp.compare(results, cmp.parse_pairs(pairs), algo_list, reps=reps, seed=seed,
-                       alpha=alpha)
+                       alpha=alpha, holm_family=holm_family)
     for warning in comp.warnings:
         reporter.warn(warning)
     if fmt == "table":

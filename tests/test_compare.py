@@ -19,7 +19,7 @@ from click.testing import CliRunner
 
 from marlbench.cli import main
 from marlbench.compare import compare, load_results, parse_pairs, stats
-from marlbench.compare.render import cell_parts, to_markdown
+from marlbench.compare.render import MWU_MARK, cell_parts, to_markdown
 from marlbench.errors import MarlbenchError, UnknownNameError
 
 REFS = {"random": 1.0, "expert": 11.0}
@@ -83,6 +83,7 @@ def test_holm_on_a_known_pvalue_set():
 
 def test_per_task_means_tests_and_holm_match_independent_computation(grid):
     comp = compare(load_results(grid), reps=0)
+    whole = compare(load_results(grid), reps=0, holm_family="table")
     family = []
     for env, best in (("rware-tiny-2ag", "a"), ("rware-tiny-4ag", "b")):
         task = f"{env}/expert"
@@ -100,14 +101,53 @@ def test_per_task_means_tests_and_holm_match_independent_computation(grid):
             assert cell.p_mwu == pytest.approx(
                 scipy.stats.mannwhitneyu(x, best_scores, alternative="two-sided").pvalue)
             family.append(cell)
-    assert len(family) == 4  # Holm runs across the whole table, not per task
+    assert len(family) == 4
     for attr in ("p_welch", "p_mwu"):
-        expected = _holm_by_hand([getattr(c, attr) for c in family])
-        assert [getattr(c, f"{attr}_holm") for c in family] == pytest.approx(expected)
+        # default: one Holm family per task (its 2 tests against its best)
+        for task_family in (family[:2], family[2:]):
+            expected = _holm_by_hand([getattr(c, attr) for c in task_family])
+            assert [getattr(c, f"{attr}_holm") for c in task_family] == pytest.approx(expected)
+        # holm_family="table": one family across the whole table
+        cells = [whole.cell(c.task, c.algo) for c in family]
+        expected = _holm_by_hand([getattr(c, attr) for c in cells])
+        assert [getattr(c, f"{attr}_holm") for c in cells] == pytest.approx(expected)
     # c on tiny-2ag is close to a: no mark; b is far below: both tests mark it
     assert cell_parts(comp, "rware-tiny-2ag/expert", "c")[2] == ""
     assert cell_parts(comp, "rware-tiny-2ag/expert", "b")[2] == "*†"
     assert cell_parts(comp, "rware-tiny-2ag/expert", "a")[:2] == ("8.52 ± 0.43", True)
+
+
+def test_complete_separation_over_five_seeds_is_marked_per_task(tmp_path):
+    # 3 tasks x 4 algorithms: on each task, "low" lies entirely below the best over 5 seeds
+    # (exact two-sided Mann-Whitney p = 2/252 = 0.0079), the others overlap the best.
+    root = tmp_path / "r"
+    scores = {"best": [10.0, 10.2, 10.4, 10.6, 10.8], "near1": [10.1, 10.3, 10.5, 10.7, 9.9],
+              "near2": [10.05, 10.25, 10.45, 10.65, 9.8], "low": [5.0, 5.2, 5.4, 5.6, 5.8]}
+    envs = ("rware-tiny-2ag", "rware-tiny-4ag", "rware-small-2ag")
+    for env in envs:
+        for algo, runs in scores.items():
+            for seed, score in enumerate(runs):
+                _write_run(root, env, "expert", algo, seed, [score])
+    comp = compare(load_results(root), reps=0)
+    whole = compare(load_results(root), reps=0, holm_family="table")
+    for env in envs:
+        task = f"{env}/expert"
+        assert comp.cell(task, "low").p_mwu == pytest.approx(2 / 252)
+        # 3 comparisons per task: 3 x 0.0079 < 0.05, so the separation shows
+        assert comp.cell(task, "low").p_mwu_holm == pytest.approx(3 * 2 / 252)
+        assert MWU_MARK in cell_parts(comp, task, "low")[2]
+        assert MWU_MARK not in cell_parts(comp, task, "near1")[2]
+        # 9 comparisons across the table: 9 x 0.0079 = 0.071, nothing can show
+        assert whole.cell(task, "low").p_mwu_holm == pytest.approx(9 * 2 / 252)
+        assert MWU_MARK not in cell_parts(whole, task, "low")[2]
+    # the header says which family was used
+    assert "Holm-adjusted within each task (3 comparisons per task)" in to_markdown(comp)
+    assert "Holm-adjusted across the whole table (9 comparisons)" in to_markdown(whole)
+    res = _invoke("compare", str(root), "--reps", "0", "--holm-family", "table", "--format",
+                  "json")
+    assert json.loads(res.output)["holm_family"] == "table"
+    res = _invoke("compare", str(root), "--reps", "0", "--format", "markdown")
+    assert "5.40 ± 0.32 *†" in res.output and "within each task" in res.output
 
 
 def _normalised(env, algo):

@@ -2,7 +2,8 @@
 
 Every format shows the same numbers and the same marks: bold for the best mean of a task,
 `*` / `†` for an algorithm significantly below it (Welch's t-test / Mann-Whitney U,
-Holm-adjusted), `⚠` for a cell with a provenance problem, and the warnings in full.
+Holm-adjusted per task or across the table, as the legend says), `⚠` for a cell with a
+provenance problem, and the warnings in full.
 """
 
 from __future__ import annotations
@@ -50,15 +51,28 @@ def cell_parts(comp: Comparison, task: str, algo: str) -> tuple[str, bool, str]:
 
 
 def legend(comp: Comparison) -> str:
-    tests = (f" {WELCH_MARK} / {MWU_MARK}: below the best with Holm-adjusted p < {comp.alpha} "
-             f"(Welch's t-test / Mann–Whitney U, two-sided, {_family_size(comp)} comparisons)."
-             if _family_size(comp) else "")
+    tests = (f" {WELCH_MARK} / {MWU_MARK}: below the best with p < {comp.alpha} (Welch's t-test "
+             f"/ Mann–Whitney U, two-sided), {holm_scope(comp)}."
+             if _family_sizes(comp) else "")
     return (f"Mean ± std (over seeds) of each run's mean evaluation return. Bold: the best mean "
             f"on the task.{tests} {ISSUE_MARK}: see the warnings.")
 
 
-def _family_size(comp: Comparison) -> int:
-    return sum(1 for c in comp.cells.values() if not c.best)
+def holm_scope(comp: Comparison) -> str:
+    """Which p-values were Holm-corrected together, e.g. 'Holm-adjusted within each task (6
+    comparisons per task)'."""
+    sizes = _family_sizes(comp)
+    if comp.holm_family == "table":
+        return f"Holm-adjusted across the whole table ({sum(sizes)} comparisons)"
+    lo, hi = min(sizes, default=0), max(sizes, default=0)
+    count = f"{hi}" if lo == hi else f"{lo}-{hi}"
+    return f"Holm-adjusted within each task ({count} comparison{'s' if hi != 1 else ''} per task)"
+
+
+def _family_sizes(comp: Comparison) -> list[int]:
+    """Comparisons per task (the tested cells: every present cell but the best)."""
+    return [n for n in (sum(1 for c in comp.cells.values() if c.task == t and not c.best)
+                        for t in comp.tasks) if n]
 
 
 def _pvalue_rows(comp: Comparison) -> list[list[str]]:
@@ -136,7 +150,7 @@ def to_markdown(comp: Comparison, plots: Sequence[tuple[str, str]] = (),
     if pvals:
         out += ["## Tests against the best", "",
                 "Each algorithm against the best mean of its task; p-values are two-sided, "
-                "Holm-adjusted across the whole table per test.", "",
+                f"{holm_scope(comp)}, separately for each test.", "",
                 _md_table(_PVALUE_HEADER, pvals), ""]
     out += ["## Normalised scores", "",
             "Score = (return − random) / (expert − random), with the random and expert "
@@ -208,8 +222,8 @@ def to_latex(comp: Comparison) -> str:
     parts += [f"% warning: {w}" for w in comp.warnings]
     parts.append(_tex_table(legend(comp), ["task", "seeds", *comp.algos], rows, escape=False))
     if _pvalue_rows(comp):
-        parts.append(_tex_table("p-values against the best of each task (two-sided; Holm "
-                                "across the table)", _PVALUE_HEADER, _pvalue_rows(comp)))
+        parts.append(_tex_table(f"p-values against the best of each task (two-sided; "
+                                f"{holm_scope(comp)})", _PVALUE_HEADER, _pvalue_rows(comp)))
     if comp.aggregates:
         parts.append(_tex_table(
             f"Normalised scores over {len(comp.aggregate_tasks)} tasks, point estimate and "
@@ -238,6 +252,7 @@ def cell_records(comp: Comparison) -> list[dict]:
                    "best": bool(cell and cell.best)}
             for key in ("p_welch", "p_welch_holm", "p_mwu", "p_mwu_holm"):
                 rec[key] = getattr(cell, key) if cell else None
+            rec["holm_family"] = comp.holm_family
             norm = cell.normalised if cell else None
             rec["normalised_mean"] = float(norm.mean()) if norm is not None else None
             rec["issues"] = cell.issues if cell else ["missing"]
@@ -281,6 +296,7 @@ def _finite(x):
 def to_json(comp: Comparison) -> str:
     doc = {
         "tasks": comp.tasks, "algorithms": comp.algos, "alpha": comp.alpha,
+        "holm_family": comp.holm_family,
         "cells": cell_records(comp),
         "references": {t: comp.references(t) for t in comp.tasks},
         "aggregate_tasks": comp.aggregate_tasks,
@@ -341,7 +357,7 @@ def rich_tables(comp: Comparison) -> list[Table]:
         t.add_row(*row)
     tables = [t]
     if _pvalue_rows(comp):
-        tables.append(_simple_table("Tests against the best (two-sided, Holm across the table)",
+        tables.append(_simple_table(f"Tests against the best (two-sided, {holm_scope(comp)})",
                                     _PVALUE_HEADER, _pvalue_rows(comp)))
     if comp.aggregates:
         tables.append(_simple_table(
