@@ -11,8 +11,11 @@ GAE advantages, and runs `epochs` passes of the clipped PPO objective
 
 with returns normalised by running statistics (ValueNorm), unavailable actions masked out of
 π, and dead agents (only the no-op available) left out of both losses and shown to the critic
-as zeros plus their id ("death masking"). Defaults follow the authors' repository
-(marlbenchmark/on-policy: onpolicy/config.py and scripts/train_smac_scripts/*.sh).
+as zeros plus their id ("death masking"). A time limit is a truncation: GAE bootstraps from the
+critic's value of the state the episode stopped in, with that state's own death mask. The PPO
+pieces live in marlbench.nn.ppo (shared with MADS4's fine-tuning stage). Defaults follow the
+authors' repository (marlbenchmark/on-policy: onpolicy/config.py and
+scripts/train_smac_scripts/*.sh) except where a comment says otherwise.
 
 This is the repository's MLP variant (`--algorithm_name mappo`); its SMAC scripts run the GRU
 variant (rmappo). MLP keeps the behaviour policies that generate datasets memoryless, cheap to
@@ -31,6 +34,16 @@ from torch import nn
 from marlbench.api import Algorithm, AlgorithmSpec, EnvInfo, EnvSpec, Policy, hookimpl
 from marlbench.errors import MarlbenchError
 from marlbench.nn import agent_one_hot, mask_logits, masked_mean, select_actions
+from marlbench.nn.ppo import (
+    LayerNormMLP,
+    ValueNorm,
+    alive_agents,
+    clipped_surrogate,
+    clipped_value_loss,
+    gae,
+    next_state_values,
+    standardise,
+)
 from marlbench.vector import make_vector_env
 
 
@@ -54,7 +67,10 @@ class MAPPOConfig:
     value_norm: bool = True  # config.py use_valuenorm
     gain: float = 0.01  # config.py gain: init scale of the action layer
     agent_specific_state: bool = True  # SMAC scripts' use_state_agent: critic sees [s, o_i, i]
-    bootstrap_time_limits: bool = False  # config.py use_proper_time_limits False
+    # A time limit is a truncation, as everywhere in marlbench (and Pardo et al. 2018): GAE
+    # bootstraps from the value of the state it stopped in. on-policy's use_proper_time_limits
+    # defaults to False (a time limit treated as terminal); set false to reproduce that.
+    bootstrap_time_limits: bool = True
     steps: int = 3125  # updates: train_smac_*.sh --num_env_steps 1e7 / (8 envs x 400 steps)
 
     def __post_init__(self):
@@ -70,63 +86,6 @@ class MAPPOConfig:
 # ---------------------------------------------------------------------------------------------
 # Networks
 # ---------------------------------------------------------------------------------------------
-
-
-class LayerNormMLP(nn.Module):
-    """LayerNorm(input) -> [Linear, ReLU, LayerNorm] x layers -> Linear: on-policy's MLPBase
-    with feature normalisation, orthogonal weights and zero biases. The actor's state dict is
-    exactly the `marlbench-mlp-policy-v1` policy-file layout (in_norm, hidden.k, hidden_norm.k,
-    out)."""
-
-    def __init__(self, in_dim: int, hidden: int, layers: int, out_dim: int, out_gain: float):
-        super().__init__()
-        self.in_norm = nn.LayerNorm(in_dim)
-        dims = [in_dim] + [hidden] * layers
-        self.hidden = nn.ModuleList(nn.Linear(a, b) for a, b in zip(dims[:-1], dims[1:]))
-        self.hidden_norm = nn.ModuleList(nn.LayerNorm(hidden) for _ in range(layers))
-        self.out = nn.Linear(hidden, out_dim)
-        for lin in self.hidden:
-            nn.init.orthogonal_(lin.weight, nn.init.calculate_gain("relu"))
-            nn.init.zeros_(lin.bias)
-        nn.init.orthogonal_(self.out.weight, out_gain)
-        nn.init.zeros_(self.out.bias)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.in_norm(x)
-        for lin, norm in zip(self.hidden, self.hidden_norm):
-            x = norm(torch.relu(lin(x)))
-        return self.out(x)
-
-
-class ValueNorm(nn.Module):
-    """Running mean/variance of value targets, debiased (on-policy utils/valuenorm.py)."""
-
-    def __init__(self, beta: float = 0.99999, eps: float = 1e-5):
-        super().__init__()
-        self.beta, self.eps = beta, eps
-        self.register_buffer("mean", torch.zeros(()))
-        self.register_buffer("mean_sq", torch.zeros(()))
-        self.register_buffer("debias", torch.zeros(()))
-
-    def _stats(self) -> tuple[torch.Tensor, torch.Tensor]:
-        d = self.debias.clamp_min(self.eps)
-        mean = self.mean / d
-        return mean, (self.mean_sq / d - mean**2).clamp_min(1e-2)
-
-    @torch.no_grad()
-    def update(self, x: torch.Tensor) -> None:
-        b = self.beta
-        self.mean.mul_(b).add_(x.mean() * (1 - b))
-        self.mean_sq.mul_(b).add_((x**2).mean() * (1 - b))
-        self.debias.mul_(b).add_(1 - b)
-
-    def normalize(self, x: torch.Tensor) -> torch.Tensor:
-        mean, var = self._stats()
-        return (x - mean) / var.sqrt()
-
-    def denormalize(self, x: torch.Tensor) -> torch.Tensor:
-        mean, var = self._stats()
-        return x * var.sqrt() + mean
 
 
 class Actor(nn.Module):
@@ -158,16 +117,6 @@ class Critic(nn.Module):
         x = x * alive.unsqueeze(-1)  # death masking: a dead agent's value sees only its id
         ids = agent_one_hot(self.n, obs.shape[:-2], obs.device)
         return self.net(torch.cat([x, ids], -1)).squeeze(-1)
-
-
-def alive_agents(avail: torch.Tensor) -> torch.Tensor:
-    """An agent whose only available action is the no-op is dead (SMAC's and SMAX's rule)."""
-    return avail.sum(-1) > 1
-
-
-def huber(x: torch.Tensor, delta: float) -> torch.Tensor:
-    a = x.abs()
-    return torch.where(a <= delta, 0.5 * x**2, delta * (a - 0.5 * delta))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -228,35 +177,41 @@ class MAPPO(Algorithm):
     def _collect(self) -> Rollout:
         cfg, T = self.config, self.config.rollout
         cols = collections.defaultdict(list)
-        rewards, ends, boot = [], [], []  # boot: value added at a truncated step's end
+        rewards, terminated, ended, final = [], [], [], []
         for _ in range(T):
             obs, state, avail = self._obs, self._state, self._avail
             logits = mask_logits(self.actor(obs), avail)
             dist = torch.distributions.Categorical(logits=logits)
             actions = torch.multinomial(dist.probs.reshape(-1, logits.shape[-1]), 1,
                                         generator=self.gen).reshape(logits.shape[:-1])
+            values = self._value(state, obs, avail)
             for k, v in (("obs", obs), ("state", state), ("avail", avail), ("actions", actions),
-                         ("logp", dist.log_prob(actions)),
-                         ("values", self._value(state, obs, avail))):
+                         ("logp", dist.log_prob(actions)), ("values", values)):
                 cols[k].append(v)
             out = self.envs.step(actions.cpu().numpy())
-            done = out.terminated | out.truncated
-            bootstrap = torch.zeros(cfg.n_envs, self.env.n_agents, device=self.device)
-            if cfg.bootstrap_time_limits and out.truncated.any():
-                fo, fs = self._t(out.final_obs), self._t(out.final_state)
-                v = self._denorm(self._value(fs, fo, torch.ones_like(avail)))
-                bootstrap = torch.where(self._t(out.truncated)[:, None], v, bootstrap)
+            trunc = self._t(out.truncated) & ~self._t(out.terminated)
+            if not cfg.bootstrap_time_limits:
+                trunc = torch.zeros_like(trunc)
+            # V of the state each ending episode stopped in (before the reset), with the death
+            # mask of that state: an agent that died on this step is dead there.
+            v_final = torch.zeros_like(values)
+            if trunc.any():
+                final_avail = (self._t(out.final_avail) if out.final_avail is not None
+                               else avail)  # env without final masks: the last known ones
+                v_final = self._value(self._t(out.final_state), self._t(out.final_obs),
+                                      final_avail)
             rewards.append(self._t(out.reward))
-            ends.append(self._t(done))
-            boot.append(bootstrap)
-            self._track_episodes(out.reward, done, out.won)
+            terminated.append(self._t(out.terminated) | (self._t(out.truncated) & ~trunc))
+            ended.append(self._t(out.terminated | out.truncated))
+            final.append(v_final)
+            self._track_episodes(out.reward, out.terminated | out.truncated, out.won)
             self._obs, self._state, self._avail = (self._t(out.obs), self._t(out.state),
                                                    self._t(out.avail))
         self.env_steps += T * cfg.n_envs
         batch = {k: torch.stack(v) for k, v in cols.items()}
         last_value = self._value(self._state, self._obs, self._avail)
         adv, ret = self._gae(batch["values"], last_value, torch.stack(rewards),
-                             torch.stack(ends).float(), torch.stack(boot))
+                             torch.stack(terminated), torch.stack(ended), torch.stack(final))
         return Rollout(**batch, advantages=adv, returns=ret,
                        alive=alive_agents(batch["avail"]).float())
 
@@ -266,20 +221,13 @@ class MAPPO(Algorithm):
             self.recent.append((self._episode_return[j], bool(won[j])))
             self._episode_return[j] = 0.0
 
-    def _gae(self, values, last_value, rewards, ends, bootstrap):
-        """GAE(γ, λ) over [T, B, n]; an episode end cuts the trace (a time limit adds the
-        bootstrapped value of where it stopped when `bootstrap_time_limits`)."""
-        cfg = self.config
-        v = self._denorm(values)
-        nxt = self._denorm(last_value)
-        adv = torch.zeros_like(v)
-        gae = torch.zeros_like(nxt)
-        for t in reversed(range(len(v))):
-            keep = (1.0 - ends[t])[:, None]
-            delta = rewards[t][:, None] + cfg.gamma * (nxt * keep + bootstrap[t]) - v[t]
-            gae = delta + cfg.gamma * cfg.gae_lambda * keep * gae
-            adv[t], nxt = gae, v[t]
-        return adv, adv + v
+    def _gae(self, values, last_value, rewards, terminated, ended, final_values):
+        """GAE over [T, B, n] from normalised critic outputs: an episode end cuts the trace; a
+        truncation (`ended` but not `terminated`) adds γ V(final state) at the cut."""
+        cfg, v = self.config, self._denorm(values)
+        nxt = next_state_values(v, self._denorm(last_value), ended,
+                                self._denorm(final_values))
+        return gae(rewards, v, nxt, terminated, ended, cfg.gamma, cfg.gae_lambda)
 
     # -- learning -------------------------------------------------------------------------------
 
@@ -289,13 +237,9 @@ class MAPPO(Algorithm):
         self.critic.train()
         roll = self._collect()
         flat = {k: v.flatten(0, 1) for k, v in vars(roll).items()}  # [T*B, ...]
-        adv = flat["advantages"]
-        alive = flat["alive"]
-        mean = masked_mean(adv, alive)
-        std = masked_mean((adv - mean) ** 2, alive).sqrt()
-        flat["advantages"] = (adv - mean) / (std + 1e-5)
+        flat["advantages"] = standardise(flat["advantages"], flat["alive"])
         sums = collections.Counter()
-        n_rows = len(adv)
+        n_rows = len(flat["advantages"])
         for _ in range(cfg.epochs):
             order = torch.randperm(n_rows, generator=self.gen, device=self.device)
             for idx in order.chunk(cfg.minibatches):
@@ -315,10 +259,8 @@ class MAPPO(Algorithm):
         cfg, alive = self.config, b["alive"]
         logits = mask_logits(self.actor(b["obs"]), b["avail"])
         dist = torch.distributions.Categorical(logits=logits)
-        ratio = torch.exp(dist.log_prob(b["actions"]) - b["logp"])
-        surrogate = torch.min(ratio * b["advantages"],
-                              ratio.clamp(1 - cfg.clip, 1 + cfg.clip) * b["advantages"])
-        policy_loss = -masked_mean(surrogate, alive)
+        policy_loss, _, clip_frac = clipped_surrogate(dist.log_prob(b["actions"]), b["logp"],
+                                                      b["advantages"], alive, cfg.clip)
         entropy = masked_mean(dist.entropy(), alive)
         self.actor_opt.zero_grad(set_to_none=True)
         (policy_loss - cfg.entropy_coef * entropy).backward()
@@ -330,14 +272,12 @@ class MAPPO(Algorithm):
         if cfg.value_norm:
             self.value_norm.update(returns)
             returns = self.value_norm.normalize(returns)
-        clipped = b["values"] + (values - b["values"]).clamp(-cfg.clip, cfg.clip)
-        value_loss = masked_mean(torch.max(huber(returns - values, cfg.huber_delta),
-                                           huber(returns - clipped, cfg.huber_delta)), alive)
+        value_loss = clipped_value_loss(values, b["values"], returns, alive, cfg.clip,
+                                        cfg.huber_delta)
         self.critic_opt.zero_grad(set_to_none=True)
         (cfg.value_loss_coef * value_loss).backward()
         critic_grad = nn.utils.clip_grad_norm_(self.critic.parameters(), cfg.max_grad_norm)
         self.critic_opt.step()
-        clip_frac = masked_mean(((ratio - 1).abs() > cfg.clip).float(), alive)
         return {"policy_loss": policy_loss.item(), "value_loss": value_loss.item(),
                 "entropy": entropy.item(), "clip_fraction": clip_frac.item(),
                 "actor_grad_norm": actor_grad.item(), "critic_grad_norm": critic_grad.item()}

@@ -95,6 +95,9 @@ class VectorStep:
     won: np.ndarray  # [B] bool: the episode that ended here was won (False elsewhere)
     final_obs: np.ndarray  # [B, n_agents, obs_dim]: obs reached by this step, before any reset
     final_state: np.ndarray  # [B, state_dim]
+    # [B, n_agents, n_actions]: availability in the final state (who is alive there); None when
+    # the simulator does not report it (callers then fall back to the last known masks)
+    final_avail: np.ndarray | None = None
 
 
 class VectorEnv(abc.ABC):

@@ -51,11 +51,12 @@ class SerialVectorEnv(VectorEnv):
             reward=np.zeros(B, np.float32), terminated=np.zeros(B, bool),
             truncated=np.zeros(B, bool), won=np.zeros(B, bool),
             final_obs=np.zeros((B, info.n_agents, info.obs_dim), np.float32),
-            final_state=np.zeros((B, info.state_dim), np.float32))
+            final_state=np.zeros((B, info.state_dim), np.float32),
+            final_avail=np.zeros((B, info.n_agents, info.n_actions), bool))
         for j, env in enumerate(self.envs):
             s = env.step(actions[j])
             out.reward[j], out.terminated[j], out.truncated[j] = s.reward, s.terminated, s.truncated
-            out.final_obs[j], out.final_state[j] = s.obs, s.state
+            out.final_obs[j], out.final_state[j], out.final_avail[j] = s.obs, s.state, s.avail
             if s.terminated or s.truncated:
                 out.won[j] = bool(s.info.get("won", False))
                 out.obs[j], out.state[j], out.avail[j] = self._reset_one(j)
