@@ -27,10 +27,20 @@ K = irfft(K̂); y = K * u by FFT of length 2L (no wrap-around) plus the D skip.
 state space models"): A = Λ (the NPLR's Λ, P dropped), zero-order hold Ā = exp(ΔΛ),
 B̄ = (Ā - 1)/Λ B, K_l = 2 Re Σ_n C_n B̄_n Ā_n^l (Vandermonde); cheaper, for comparisons.
 
-**Recurrent view.** NPLR: C = C̃ (I - Ā^L)^-1 and the dense Ā are formed in float64 once after
-each parameter update (never by stepping in the eigenbasis of the full LegS matrix, which is
-ill-conditioned), mapped to real coordinates [Re x_half; Im x_half], and stepped as a batched
-N x N matvec per channel. S4D steps its diagonal directly.
+**Recurrent view** (O(N) per step and channel, independent of t). NPLR: bilinear step of
+A = Λ - P P* applied through the Woodbury identity, so one step is the diagonal α x plus two
+rank-1 corrections (`SSMKernel.step_params` has the algebra); the state is the N/2 modes of
+one half of each conjugate pair (the other half is their conjugate, so y = 2 Re(c x) is
+real). The readout C = C̃ (I - Ā^L)^-1 needs Ā^L, formed densely in float64 once after each
+parameter change (a setup cost, as in S4's `setup_step`, never per step). S4D: x_t =
+exp(ΔΛ) x_{t-1} + B̄ u_t. The dense real Ā (`SSMKernel.recurrence`, `S4Layer.dense_step`)
+remains only as the reference the O(N) step is tested and benchmarked against.
+
+**Parameter names** (what `SSMKernel.named_parameters()` yields; e.g. to freeze A):
+state matrix A = Λ - P P*: `log_neg_re` (Re Λ = -exp(.)), `im` (Im Λ) and `P` (NPLR only);
+step size Δ: `log_dt`; input matrix B: `B`; output matrix C̃ (C for S4D): `C`; the skip D is
+`S4Layer.D`. `SSMKernel.state_matrix_parameters()` returns the A group,
+`ssm_parameters()` A, Δ and B (their own lr, no weight decay).
 
 **Channels.** A layer may expose extra readouts of the same state: each SSM channel h gets
 `channels` rows C_{c,h}; readout 0 (+ D u) is the layer output, readouts 1.. (no D) are linear
@@ -114,6 +124,10 @@ class SSMKernel(nn.Module):
         """Parameters of the state dynamics (Δ, Λ, P, B): their own lr, no weight decay."""
         return [p for name, p in self.named_parameters() if name != "C"]
 
+    def state_matrix_parameters(self) -> list[nn.Parameter]:
+        """The parameters of A = Λ - P P* alone (`log_neg_re`, `im`, `P`)."""
+        return [p for name, p in self.named_parameters() if name in ("log_neg_re", "im", "P")]
+
     def _per_channel(self, v: torch.Tensor) -> torch.Tensor:
         """[n_ssm, N/2] -> [H, N/2]: each SSM serves a contiguous group of channels."""
         return v.repeat_interleave(self.H // v.shape[0], dim=0)
@@ -164,17 +178,17 @@ class SSMKernel(nn.Module):
     # -- recurrent view ------------------------------------------------------------------------
 
     @torch.no_grad()
-    def recurrence(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Real-coordinate (Ā [H,N,N], B̄ [H,N], C [c,H,N]) reproducing `forward()`'s kernel.
+    def _dense_discrete(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Complex float64 (Ā [H,N,N], B̄ [H,N], C [c,H,N]) over both halves of every pair.
 
-        Computed in float64: for NPLR, Ā^L by repeated squaring and C = C̃ (I - Ā^L)^-1.
+        NPLR: Ā and B̄ by the bilinear rule, Ā^L by repeated squaring, C = C̃ (I - Ā^L)^-1.
+        Dense, O(H N^3 log L): only the reference and the once-per-update setup use it.
         """
-        N2 = self.N // 2
         dt = torch.exp(self.log_dt.double())
         lam = self._lambda().to(torch.complex128)
         B, C = self._B().to(torch.complex128), _cplx(self.C).to(torch.complex128)
         full = lambda v: torch.cat([v, v.conj()], -1)  # noqa: E731
-        eye = torch.eye(2 * N2, dtype=torch.complex128, device=dt.device)
+        eye = torch.eye(self.N, dtype=torch.complex128, device=dt.device)
         if self.mode == "nplr":
             P = full(self._P().to(torch.complex128))
             A = torch.diag_embed(full(lam)) - P[:, :, None] * P.conj()[:, None, :]
@@ -190,14 +204,78 @@ class SSMKernel(nn.Module):
             Abar = torch.diag_embed(full(torch.exp(dtl)))
             Bbar = full((torch.exp(dtl) - 1) / lam * B)
             Cfull = full(C)
+        return Abar, Bbar, Cfull
+
+    @torch.no_grad()
+    def recurrence(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Dense real-coordinate (Ā [H,N,N], B̄ [H,N], C [c,H,N]) reproducing `forward()`'s
+        kernel: the O(N^2)-per-step reference the O(N) step (`step_params`) is tested against.
+        """
+        N2 = self.N // 2
+        Abar, Bbar, Cfull = self._dense_discrete()
         # Real coordinates: x_full = M [Re x_half; Im x_half], M = [[I, iI], [I, -iI]].
-        I2 = torch.eye(N2, dtype=torch.complex128, device=dt.device)
+        I2 = torch.eye(N2, dtype=torch.complex128, device=Abar.device)
         M = torch.cat([torch.cat([I2, 1j * I2], 1), torch.cat([I2, -1j * I2], 1)], 0)
         Minv = torch.linalg.inv(M)
         A_r = (Minv @ Abar @ M).real
         B_r = (Minv @ Bbar[..., None])[..., 0].real
         C_r = (Cfull @ M).real
         return A_r.float(), B_r.float(), C_r.float()
+
+    @torch.no_grad()
+    def step_params(self) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor,
+                                   torch.Tensor]:
+        """Coefficients of the O(N) step on the half state x [.., N/2] (complex).
+
+        Bilinear step for A = Λ - p p* (p = [P; P̄] over both halves), through Woodbury:
+        with E = (1 - ΔΛ/2)^-1 (diagonal) and r = Δ Re Σ_n |P_n|^2 E_n,
+
+            (I - Δ/2 A)^-1 = E - E p p* E Δ/2 / (1 + r),
+            x_t = w - g Re(P^H w),   w = α x_{t-1} - β Re(P^H x_{t-1}) + γ u_t,
+            α = E (1 + ΔΛ/2),  β = E Δ P,  γ = E Δ B,  g = E Δ P / (1 + r)
+
+        (p* v = 2 Re P^H v_half for a conjugate-symmetric v). Substituting w,
+
+            x_t = α x_{t-1} + s1 v1 + s3 v3 + u_t vu,
+            s1 = Re(P^H x_{t-1}),  s3 = Re((P ᾱ)^H x_{t-1}),
+            v1 = g Re(P^H β) - β,  v3 = -g,  vu = γ - g Re(P^H γ),
+
+        and y_t = 2 Re(c x_t) with C_full = C̃ (I - Ā^L)^-1 = [c, c̄] (the dense solve is a
+        setup cost, once per parameter change). S4D: x_t = exp(ΔΛ) x_{t-1} + γ u_t, γ = B̄.
+
+        Returned in float32, "real-interleaved" coordinates (a complex vector z [.., N/2] is
+        the real [.., N] = view_as_real(z).flatten(-2)):
+        (α [H, N/2] complex, S [H, N, 2] or None (S4D) with s = x_r @ S = (s1, s3),
+        V [H, 3, N] rows (v1, v3, vu) (S4D: [H, 1, N] row γ), C_r [H, N, c] with y = x_r @ C_r).
+        """
+        dt = torch.exp(self.log_dt.double())[:, None]  # [H, 1]
+        lam = self._lambda().to(torch.complex128)
+        B = self._B().to(torch.complex128)
+        N2 = self.N // 2
+        _, _, Cfull = self._dense_discrete() if self.mode == "nplr" else (None, None, None)
+        r = lambda z: torch.view_as_real(z).flatten(-2)  # noqa: E731  complex [.., m] -> [.., 2m]
+        if self.mode == "nplr":
+            c = Cfull[..., :N2]  # the other half is its conjugate
+            P = self._P().to(torch.complex128)
+            E = 1.0 / (1.0 - dt * lam / 2)
+            alpha = E * (1.0 + dt * lam / 2)
+            beta, gamma = E * dt * P, E * dt * B
+            rr = (dt[:, 0] * (P.abs() ** 2 * E).sum(-1).real)[:, None]
+            g = E * dt * P / (1.0 + rr)
+            dot = lambda a, b: (a.conj() * b).sum(-1, keepdim=True).real  # noqa: E731
+            V = torch.stack([r(g * dot(P, beta) - beta), r(-g), r(gamma - g * dot(P, gamma))],
+                            1)
+            S = torch.stack([r(P), r(P * alpha.conj())], -1)
+            S = S.float()
+        else:
+            c = _cplx(self.C).to(torch.complex128)
+            alpha = torch.exp(dt * lam)
+            V = r((alpha - 1) / lam * B)[:, None]
+            S = None
+        # y = 2 Re(c x) = Σ 2 Re c Re x - 2 Im c Im x
+        C_r = r(2 * c.conj()).permute(1, 2, 0)  # [H, N, channels]
+        return (alpha.to(torch.complex64), S, V.float().contiguous(),
+                C_r.float().contiguous())
 
 
 class S4Layer(nn.Module):
@@ -233,31 +311,45 @@ class S4Layer(nn.Module):
 
     # -- recurrent view ------------------------------------------------------------------------
 
-    def step_matrices(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Cached (Ā^T [H,N,N], B̄ [H,1,N], C^T [H,N,c]) in real coordinates, laid out for
-        batched row-vector products; recomputed whenever a kernel parameter changed."""
+    def step_matrices(self) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor,
+                                     torch.Tensor]:
+        """Cached `SSMKernel.step_params()`; recomputed whenever a kernel parameter changed
+        (the key is each parameter's in-place version counter: no host sync, any device)."""
         params = list(self.kernel.parameters())
         key = tuple((id(p), p._version) for p in params)
         if self._step_cache is None or self._step_cache[0] != key:
-            A, B, C = self.kernel.recurrence()
-            mats = (A.transpose(1, 2).contiguous(), B[:, None, :].contiguous(),
-                    C.permute(1, 2, 0).contiguous())
-            self._step_cache = (key, mats)
+            self._step_cache = (key, self.kernel.step_params())
         return self._step_cache[1]
 
     def initial_state(self, batch: int) -> torch.Tensor:
-        """Zero state, laid out [H, batch, N] (row vectors: much faster matmuls at batch 1)."""
+        """Zero state [H, batch, N]: the N/2 complex modes of each channel (one of each
+        conjugate pair) as interleaved (Re, Im), laid out for batched row-vector products."""
         return torch.zeros(self.kernel.H, batch, self.kernel.N, device=self.D.device)
 
     def step(self, u: torch.Tensor, state: torch.Tensor
              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """One step: u [B, H], state [H, B, N] -> (y [B, H], extras [c-1, B, H], new state).
+        """One O(N) step: u [B, H], state [H, B, N] -> (y [B, H], extras [c-1, B, H], state).
 
-        x_t = Ā x_{t-1} + B̄ u_t,  y_t = C x_t (+ D u_t for readout 0).
+        x_t = α x_{t-1} + [s1, s3, u_t] V (diagonal plus rank 1, see `step_params`),
+        y_t = 2 Re(c x_t) (+ D u_t for readout 0). Five batched ops per layer, no N x N.
         """
-        A_T, Bv, C_T = self.step_matrices()
-        state = torch.baddbmm(u.t()[:, :, None] * Bv, state, A_T)  # [H, B, N]
-        out = torch.bmm(state, C_T).permute(2, 1, 0)  # [c, B, H]
+        alpha, S, V, C_r = self.step_matrices()
+        H, B, N = state.shape
+        ut = u.t()[:, :, None]  # [H, B, 1]
+        rot = torch.view_as_real(torch.view_as_complex(state.view(H, B, N // 2, 2))
+                                 * alpha[:, None]).view(H, B, N)
+        coef = ut if S is None else torch.cat([torch.bmm(state, S), ut], -1)  # [H, B, 1 | 3]
+        state = torch.baddbmm(rot, coef, V)
+        out = torch.bmm(state, C_r).permute(2, 1, 0)  # [c, B, H]
+        return out[0] + u * self.D, out[1:], state
+
+    def dense_step(self, u: torch.Tensor, state: torch.Tensor
+                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Reference O(N^2) step with the dense real Ā (tests and benches only); its state
+        [H, B, N] is in [Re x_half, Im x_half] coordinates, not `step`'s interleaved ones."""
+        A, Bv, C = self.kernel.recurrence()
+        state = torch.baddbmm(u.t()[:, :, None] * Bv[:, None, :], state, A.transpose(1, 2))
+        out = torch.bmm(state, C.permute(1, 2, 0)).permute(2, 1, 0)
         return out[0] + u * self.D, out[1:], state
 
 
