@@ -10,6 +10,7 @@ from marlbench.data import collect as _collect
 from marlbench.data import store
 from marlbench.data.schema import check_compatible, read_card
 from marlbench.errors import DatasetError, UnknownNameError
+from marlbench.fsutil import check_writable_dir, path_lock, remove_dead_tmp
 from marlbench.plugins import Registry
 from marlbench.progress import Reporter
 
@@ -30,30 +31,49 @@ def reference_returns(reg: Registry, spec: EnvSpec, reporter: Reporter) -> dict[
 def collect_dataset(reg: Registry, spec: EnvSpec, quality: str, *, episodes: int | None = None,
                     seed: int = store.DEFAULT_SEED, root: Path | str | None = None,
                     out: Path | None = None, overwrite: bool = False,
-                    reporter: Reporter | None = None) -> tuple[Path, dict[str, Any]]:
-    """Generate a dataset from the (family, quality) recipe; returns (path, card)."""
+                    reporter: Reporter | None = None,
+                    reuse: bool = False) -> tuple[Path, dict[str, Any]]:
+    """Generate a dataset from the (family, quality) recipe; returns (path, card).
+
+    `reuse`: if the file exists (e.g. another process just collected it), return it as is.
+    """
     reporter = reporter or Reporter()
     recipe = reg.recipe(spec, quality)
-    episodes = episodes or recipe.default_episodes
-    if episodes <= 0:
-        raise DatasetError(f"--episodes must be positive, got {episodes}")
+    episodes = episodes if episodes is not None else recipe.default_episodes
+    if isinstance(episodes, bool) or not isinstance(episodes, int) or episodes <= 0:
+        raise DatasetError(f"--episodes must be a positive integer (got {episodes!r})")
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise DatasetError(f"--seed must be a non-negative integer (got {seed!r})")
     name = store.dataset_name(quality, episodes, seed, recipe.default_episodes)
     path = Path(out) if out else store.dataset_path(spec.name, name, root)
-    if path.exists() and not overwrite:
+    if path.is_dir():
+        raise DatasetError(f"cannot write the dataset {path}: it is a folder")
+    if path.exists() and not overwrite and not reuse:
         raise DatasetError(f"{path} already exists (use --overwrite to replace it)")
-    refs = reference_returns(reg, spec, reporter)
-    card = _collect.collect(spec, recipe.make_behaviour(spec), quality=quality,
-                            episodes=episodes, seed=seed, path=path, reporter=reporter,
-                            references=refs, behaviour_name=recipe.description or quality)
+    check_writable_dir(path.parent, "datasets")
+    # One collection per file at a time: a second process needing the same dataset waits, then
+    # finds it written (`reuse`) instead of collecting it again.
+    with path_lock(path, wait=True):
+        if path.exists() and not overwrite:
+            if reuse:
+                return path, read_card(path)
+            raise DatasetError(f"{path} already exists (use --overwrite to replace it)")
+        remove_dead_tmp(path)
+        refs = reference_returns(reg, spec, reporter)
+        card = _collect.collect(spec, recipe.make_behaviour(spec), quality=quality,
+                                episodes=episodes, seed=seed, path=path, reporter=reporter,
+                                references=refs, behaviour_name=recipe.description or quality)
     return path, card
 
 
 def resolve_dataset(reg: Registry, spec: EnvSpec, dataset: str, *,
                     episodes: int | None = None, root: Path | str | None = None,
-                    reporter: Reporter | None = None) -> tuple[str, Path]:
+                    reporter: Reporter | None = None,
+                    collect: bool = True) -> tuple[str, Path]:
     """(dataset name, path) for a --dataset argument, collecting it first if it is missing.
 
     `dataset` is a file path, or a name under the datasets root (see `marlbench.data.store`).
+    `collect=False`: only check that a missing dataset has a recipe; the path may not exist.
     """
     reporter = reporter or Reporter()
     if store.is_path(dataset):
@@ -78,7 +98,9 @@ def resolve_dataset(reg: Registry, spec: EnvSpec, dataset: str, *,
         existing = [p.stem for p in path.parent.glob("*.h5")]
         raise UnknownNameError(f"dataset for {spec.name} (no file {path}, no recipe)", dataset,
                                [*recipes, *existing])
+    if not collect:
+        return name, path
     reporter.info(f"dataset {spec.name}/{name} not found: collecting it into {path}")
     collect_dataset(reg, spec, parsed.quality, episodes=parsed.episodes, seed=parsed.seed,
-                    out=path, reporter=reporter)
+                    out=path, reporter=reporter, reuse=True)
     return name, path

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import os
 import shlex
 import sys
 import typing
@@ -22,10 +23,14 @@ from marlbench.progress import RichReporter
 
 class _Stdout:
     """Tables and data go to stdout (progress and messages to stderr); created per use so the
-    terminal width is read when printing."""
+    terminal width is read when printing. Into a pipe or file (no terminal, no $COLUMNS) tables
+    are as wide as their contents: nothing is cut or folded at 80 columns."""
+
+    PIPE_WIDTH = 1000
 
     def print(self, *args, **kwargs) -> None:
-        Console().print(*args, **kwargs)
+        piped = not sys.stdout.isatty() and not os.environ.get("COLUMNS")
+        Console(width=self.PIPE_WIDTH if piped else None).print(*args, **kwargs)
 
 
 stdout = _Stdout()
@@ -273,7 +278,7 @@ def _type_name(tp) -> str:
 
 @main.group()
 def datasets() -> None:
-    """Generate, list, inspect and verify offline datasets."""
+    """Generate, import, export, list, inspect and verify offline datasets."""
 
 
 @datasets.command("collect")
@@ -329,13 +334,27 @@ def datasets_list(datasets_dir) -> None:
 
 
 def _dataset_file(target: str, datasets_dir) -> Path:
+    """A dataset file path, or ENV/NAME under the datasets root; an unknown ENV or NAME is
+    reported with the closest existing ones."""
     from marlbench.data import store
+    from marlbench.errors import UnknownNameError
 
     path = Path(target)
     if path.exists() or target.endswith((".h5", ".hdf5")):
         return path
-    env, _, name = target.partition("/")
-    return store.dataset_path(env, name, datasets_dir)
+    env, sep, name = target.partition("/")
+    if not sep or not env or not name or "/" in name:
+        raise MarlbenchError(f"{target!r} is neither a dataset file nor ENV/NAME (e.g. "
+                             "rware-tiny-2ag/expert)")
+    path = store.dataset_path(env, name, datasets_dir)
+    if path.exists():
+        return path
+    root = store.root_dir(datasets_dir)
+    envs = sorted(p.name for p in root.glob("*") if p.is_dir()) if root.is_dir() else []
+    if env not in envs:
+        raise UnknownNameError(f"env in {root} (no folder {root / env})", env, envs)
+    names = [p.stem for p in (root / env).glob("*.h5")]
+    raise UnknownNameError(f"dataset of {env} (no file {path})", name, names)
 
 
 @datasets.command("info")
@@ -372,6 +391,82 @@ def datasets_verify(targets, datasets_dir) -> None:
             stdout.print(f"[red]FAIL[/red] {exc}", highlight=False)
     if failed:
         raise MarlbenchError(f"{failed} of {len(targets)} datasets failed verification")
+
+
+@datasets.command("import")
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option("--format", "fmt", required=True,
+              help="Source format: ogmarl-vault (OG-MARL/flashbax vault, needs the `vault` "
+                   "extra), pymarl-npy (PyMARL/AlberDICE .npy dump), madt (MADT episode "
+                   "pickles).")
+@click.option("--env", required=True,
+              help="Env task the data belongs to; shapes are checked against it.")
+@click.option("--name", default=None,
+              help="Dataset name [default: from the source path, e.g. ogmarl-5m_vs_6m-good].")
+@click.option("--quality", default="imported", show_default=True,
+              help="Quality label for the card (e.g. expert, good).")
+@click.option("--allow-pickle", is_flag=True,
+              help="Let the madt format unpickle its files (a pickle can run any code).")
+@click.option("--datasets", "datasets_dir", default=None, type=click.Path(path_type=Path))
+@click.option("--overwrite", is_flag=True)
+@click.option("--quiet", "-q", is_flag=True)
+@_handle_errors
+def datasets_import(path, fmt, env, name, quality, allow_pickle, datasets_dir, overwrite,
+                    quiet) -> None:
+    """Convert a published dataset at PATH into a marlbench dataset of ENV."""
+    from marlbench import catalog
+    from marlbench.data import importers, store
+    from marlbench.data.importers.common import check_dims
+    from marlbench.errors import DatasetError, UnknownNameError
+
+    reporter = _reporter(quiet)
+    if fmt not in importers.IMPORTERS:  # before the registry loads: a typo fails fast
+        raise UnknownNameError("dataset format", fmt, importers.IMPORTERS)
+    reg = _registry(reporter)
+    spec = reg.environment(env)
+    source = importers.open_source(fmt, path, allow_pickle=allow_pickle)
+    check_dims(source, spec)  # before the reference returns are measured
+    name = name or importers.default_name(fmt, path)
+    if store.is_path(name) or not name.strip():
+        raise DatasetError(f"--name {name!r} must be a plain name, not a path")
+    out = store.dataset_path(spec.name, name, datasets_dir)
+    if out.exists() and not overwrite:
+        raise DatasetError(f"{out} already exists (use --overwrite to replace it, or --name)")
+    refs = catalog.reference_returns(reg, spec, reporter)
+    card = importers.write_dataset(source, spec, out, quality=quality, references=refs,
+                                   reporter=reporter)
+    stdout.print(f"{out}: {card['episodes']} episodes, {card['steps']} steps, return "
+                 f"{card['return_mean']:.2f} ± {card['return_std']:.2f}, sha256 "
+                 f"{card['sha256']} (source sha256 {card['source_sha256']})", highlight=False,
+                 soft_wrap=True)
+    stdout.print(f"train on it: marlbench run --env {spec.name} --dataset {name} --algo bc",
+                 highlight=False, soft_wrap=True)
+
+
+@datasets.command("export")
+@click.argument("target")
+@click.option("--format", "fmt", required=True, help="Target format: ogmarl-vault.")
+@click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path),
+              help="Folder that receives <vault-name>/<uid>/ (OG-MARL's rel_dir).")
+@click.option("--vault-name", default=None, help="[default: <env>.vlt]")
+@click.option("--uid", default=None, help="[default: the dataset name]")
+@click.option("--datasets", "datasets_dir", default=None, type=click.Path(path_type=Path))
+@click.option("--overwrite", is_flag=True)
+@click.option("--quiet", "-q", is_flag=True)
+@_handle_errors
+def datasets_export(target, fmt, out_dir, vault_name, uid, datasets_dir, overwrite,
+                    quiet) -> None:
+    """Write TARGET (a file path or ENV/NAME) in another format, e.g. an OG-MARL vault."""
+    from marlbench.data import importers
+    from marlbench.data.schema import read_card
+
+    export = importers.exporter(fmt)
+    path = _dataset_file(target, datasets_dir)
+    card = read_card(path)
+    final = export(path, out_dir, vault_name=vault_name or f"{card['env']}.vlt",
+                   uid=uid or path.stem, overwrite=overwrite, reporter=_reporter(quiet))
+    stdout.print(f"{final}: {card['episodes']} episodes, {card['steps']} steps "
+                 f"(dataset sha256 {card['sha256']})", highlight=False, soft_wrap=True)
 
 
 # ------------------------------------------------------------------------------------------------

@@ -1,14 +1,30 @@
 """Algorithm configs: dataclasses, overridden from the command line with ``--set key=value``.
 
 Values are parsed according to the field's annotation (int, float, bool, str, Literal, Optional,
-tuples), and the dataclass's own `__post_init__` validation runs on the result, so a bad value
-is rejected before any work starts.
+tuples); the dataclass's own `__post_init__` runs on the result, and then `validate_config`
+checks every numeric field by its meaning, so a bad value is rejected before any work starts.
+
+Checks by meaning (`validate_config`): every float must be finite, and a field gets the range
+its meaning requires: named by ``metadata={"check": ...}`` on the dataclass field, otherwise
+by the first rule of `FIELD_RULES` whose pattern matches the field name:
+
+    positive       > 0        learning rates, epsilons, clips, temperatures, sizes, counts
+    non-negative   >= 0       weight decay, loss coefficients and weights, warm-up lengths
+    unit           in [0, 1]  discounts (gamma), lambdas, mixing coefficients
+    unit-open      in (0, 1]  Polyak rates (tau)
+    fraction       in [0, 1)  dropout, Adam betas
+    finite         any finite value (also what an unmatched numeric field gets)
+
+A plugin's config is checked the same way; its author names a check with
+``x: float = field(default=0.5, metadata={"check": "unit"})`` where the name says nothing.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import re
 import types
 import typing
 from collections.abc import Iterable, Mapping
@@ -83,9 +99,69 @@ def build_config(cls: type, *layers: Mapping[str, Any]) -> Any:
                 raise UnknownNameError(f"option for {cls.__qualname__}", key, names)
             values[key] = _parse(raw, hints[key], key)
     try:
-        return cls(**values)
+        config = cls(**values)
     except (ValueError, TypeError) as exc:
         raise ConfigError(f"invalid {cls.__qualname__}: {exc}") from None
+    validate_config(config)
+    return config
+
+
+# Checks by field meaning: (name pattern, check), first match wins; see the module docstring.
+FIELD_RULES: tuple[tuple[str, str], ...] = (
+    (r"dropout|.*_dropout|betas", "fraction"),
+    (r"gamma|.*lambda|.*_coe|rms_alpha", "unit"),
+    (r"tau", "unit-open"),
+    (r"weight_decay|.*_coef|.*_reg|.*_weight|warmup_steps|teacher_steps|.*_warmup|cql_alpha"
+     r"|alpha|beta|gain", "non-negative"),
+    (r"lr|.*_lr|eps|.*_eps|.*_temp|temperature|grad_clip|max_grad_norm|clip|.*_clip"
+     r"|huber_delta|.*_sigma|target_scale|beta_q", "positive"),
+    (r"steps|hidden|.*_hidden|layers|n_layers|dim|.*_dim|d_model|d_state|heads|mlp_ratio|n_ssm"
+     r"|batch_size|epochs|n_envs|rollout|minibatches|context|.*_interval|.*_iters"
+     r"|.*_num_samples|.*_slice|.*_size", "positive"),
+)
+
+_CHECKS = {
+    "positive": (lambda v: v > 0, "> 0"),
+    "non-negative": (lambda v: v >= 0, ">= 0"),
+    "unit": (lambda v: 0 <= v <= 1, "in [0, 1]"),
+    "unit-open": (lambda v: 0 < v <= 1, "in (0, 1]"),
+    "fraction": (lambda v: 0 <= v < 1, "in [0, 1)"),
+    "finite": (lambda v: True, "finite"),
+}
+
+
+def field_check(f: dataclasses.Field) -> str:
+    """The check a config field gets: its metadata's, else the first matching rule's."""
+    check = f.metadata.get("check") if f.metadata else None
+    if check is not None:
+        if check not in _CHECKS:
+            raise ConfigError(f"field {f.name}: unknown check {check!r} (one of "
+                              f"{', '.join(_CHECKS)})")
+        return check
+    for pattern, rule in FIELD_RULES:
+        if re.fullmatch(pattern, f.name):
+            return rule
+    return "finite"
+
+
+def validate_config(config: Any) -> None:
+    """Check every numeric field of dataclass `config` by its meaning (see module docstring);
+    raises `ConfigError` naming the field, the rule and the value."""
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        values = value if isinstance(value, (tuple, list)) else (value,)
+        numbers = [v for v in values
+                   if isinstance(v, (int, float)) and not isinstance(v, bool)]
+        if not numbers:
+            continue
+        check = field_check(f)
+        test, text = _CHECKS[check]
+        for v in numbers:
+            if not math.isfinite(v):
+                raise ConfigError(f"{f.name} must be finite (got {value!r})")
+            if not test(v):
+                raise ConfigError(f"{f.name} must be {text} (got {value!r}; {check} by "
+                                  "meaning, see marlbench.config)")
 
 
 def to_dict(config: Any) -> dict[str, Any]:

@@ -17,7 +17,7 @@ class UnknownNameError(MarlbenchError, KeyError):
                  listing: Iterable[str] | None = None):
         """`listing`: names to list in full (e.g. the tasks of the family the name looks
         like); otherwise the known names are listed only when none is close."""
-        known = sorted(known)
+        known = sorted(set(known))
         close = difflib.get_close_matches(name, known, n=3, cutoff=0.5)
         hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
         if listing is not None:
@@ -41,6 +41,19 @@ class ConfigError(MarlbenchError):
 
 class CheckpointError(MarlbenchError):
     """A checkpoint that does not belong to the algorithm/config it is loaded into."""
+
+
+class StorageError(MarlbenchError):
+    """A file-system operation that failed (permissions, a file where a folder should be, a full
+    disk); the message names the path and what was attempted."""
+
+
+class BusyError(MarlbenchError):
+    """Another live process holds the lock of what this one was about to do."""
+
+
+class ContractError(MarlbenchError):
+    """A plugin broke the plugin contract (`marlbench.api`); the message names the rule."""
 
 
 class TrainingDiverged(MarlbenchError):

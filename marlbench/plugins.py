@@ -1,8 +1,9 @@
 """Plugin manager: loads every entry point of group ``marlbench`` and indexes what they offer.
 
 A plugin that fails to import, or whose hook raises, is recorded with its name and error and
-skipped; the others keep working. Names are unique across plugins: a second registration of a
-name is reported as a failure of the later plugin rather than silently shadowing the first.
+skipped; the others keep working. Names are unique across plugins: built-ins are loaded first
+and keep their names, and a second registration of a name is reported as a failure of the later
+plugin, naming both distributions, rather than silently shadowing the first.
 """
 
 from __future__ import annotations
@@ -116,8 +117,10 @@ class Registry:
                 for item in items:
                     k = key(item)
                     if k in table:
-                        self._fail(origin, f"{hook}: {k!r} is already registered by "
-                                           f"{table[k][1]}")
+                        first = table[k][1]
+                        self._fail(origin, f"{hook}: {k!r} from {origin.distribution} clashes "
+                                           f"with {k!r} from {first.distribution} (plugin "
+                                           f"{first.plugin!r}), which keeps the name")
                         continue
                     table[k] = (item, origin)
 
@@ -125,8 +128,9 @@ class Registry:
         return self._origins.get(plugin_name, Origin(plugin_name, "<in-process>", False))
 
     def _fail(self, origin: Origin, error: str) -> None:
+        # Recorded once; the CLI prints each failure once (as a warning, or in `plugins`).
         self.failures.append(PluginFailure(origin.plugin, origin.distribution, error))
-        log.warning("%s", self.failures[-1])
+        log.debug("%s", self.failures[-1])
 
 
 def _distribution_label(ep: md.EntryPoint) -> tuple[str, bool]:
@@ -142,14 +146,19 @@ def build_registry(extra_plugins: Iterable[tuple[str, object]] = ()) -> Registry
     pm = pluggy.PluginManager("marlbench")
     pm.add_hookspecs(hookspecs)
     reg = Registry(pm)
-    seen: set[str] = set()
-    for ep in sorted(md.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
-        label, builtin = _distribution_label(ep)
+    seen: dict[str, Origin] = {}
+    # Built-ins first, whatever order the path lists distributions in: a third-party entry
+    # point that reuses a built-in name (e.g. found first on PYTHONPATH) never replaces it.
+    labelled = [(ep, *_distribution_label(ep)) for ep in md.entry_points(group=ENTRY_POINT_GROUP)]
+    for ep, label, builtin in sorted(labelled, key=lambda x: (not x[2], x[0].name, x[1])):
         origin = Origin(ep.name, label, builtin)
         if ep.name in seen:
-            reg._fail(origin, f"entry point name {ep.name!r} is used by another plugin")
-            continue
-        seen.add(ep.name)
+            first = seen[ep.name]
+            if first.distribution != label:
+                reg._fail(origin, f"entry point {ep.name!r} of {label} clashes with "
+                                  f"{ep.name!r} of {first.distribution}, which keeps the name")
+            continue  # the same distribution seen twice on the path: not an error
+        seen[ep.name] = origin
         try:
             module = ep.load()
             pm.register(module, name=ep.name)

@@ -17,6 +17,7 @@ unless ``overwrite`` is set. A run whose loss turns NaN stops, naming the step, 
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import math
@@ -24,7 +25,8 @@ import os
 import shutil
 import socket
 import time
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -32,13 +34,20 @@ import numpy as np
 import torch
 
 from marlbench import checkpoint
-from marlbench.api import Algorithm, AlgorithmSpec, EnvSpec
+from marlbench.api import Algorithm, AlgorithmSpec, EnvInfo, EnvSpec, Policy, RunContext
 from marlbench.catalog import resolve_dataset
 from marlbench.config import build_config, to_dict
 from marlbench.data import OfflineDataset
-from marlbench.errors import MarlbenchError, TrainingDiverged
+from marlbench.errors import ConfigError, ContractError, MarlbenchError, TrainingDiverged
 from marlbench.evaluation import evaluate, measure_latency
-from marlbench.fsutil import publish_dir, write_json
+from marlbench.fsutil import (
+    check_writable_dir,
+    io_step,
+    path_lock,
+    publish_dir,
+    remove_dead_staging,
+    write_json,
+)
 from marlbench.plugins import Registry, registry
 from marlbench.progress import Reporter
 from marlbench.provenance import code_commit, command_line, package_versions
@@ -61,18 +70,18 @@ def is_complete(path: Path) -> bool:
     return (path / "run.json").is_file()
 
 
-@dataclass
-class RunRequest:
-    algo: str
-    env: str
-    dataset: str | None = None  # default: the env's default dataset
-    seed: int = 0
+@dataclass(frozen=True)
+class RunOptions:
+    """How to run a cell: everything `marlbench run` takes besides the cell's names. A sweep
+    shares one `RunOptions` between all its cells. Values are checked by meaning on creation,
+    so a bad one fails before any work starts."""
+
     steps: int | None = None  # default: the algorithm config's `steps`
     eval_episodes: int = EVAL_EPISODES
     eval_parallel: int = 10
     episodes: int | None = None  # dataset size when it has to be collected
     device: str = "cpu"
-    overrides: dict[str, Any] = field(default_factory=dict)
+    overrides: Mapping[str, Any] = field(default_factory=dict)
     results_root: Path | None = None
     datasets_root: Path | None = None
     overwrite: bool = False
@@ -80,17 +89,43 @@ class RunRequest:
     threads: int | None = None
     greedy: bool = False  # evaluate with argmax actions instead of sampling
 
+    def __post_init__(self) -> None:
+        for name in ("steps", "eval_episodes", "eval_parallel", "episodes", "log_every",
+                     "threads"):
+            value = getattr(self, name)
+            optional = name in ("steps", "episodes", "threads")
+            if optional and value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                flag = "--" + name.replace("_", "-")
+                raise ConfigError(f"{flag} must be a positive integer (got {value!r})")
+        if not isinstance(self.device, str) or not self.device.strip():
+            raise ConfigError(f"--device must name a torch device (got {self.device!r})")
 
-@dataclass
-class RunContext:
-    """What lifecycle hooks see of a run."""
+
+@dataclass(frozen=True, kw_only=True)
+class RunRequest(RunOptions):
+    """One cell (algorithm, env, dataset, seed) and the options it runs with."""
 
     algo: str
     env: str
-    dataset: str
-    seed: int
-    out_dir: Path
-    config: dict[str, Any]
+    dataset: str | None = None  # default: the env's default dataset
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise ConfigError(f"--seed must be a non-negative integer (got {self.seed!r})")
+
+    @classmethod
+    def of(cls, options: RunOptions, *, algo: str, env: str, dataset: str | None,
+           seed: int) -> RunRequest:
+        return cls(algo=algo, env=env, dataset=dataset, seed=seed,
+                   **{f.name: getattr(options, f.name) for f in fields(RunOptions)})
+
+    @property
+    def options(self) -> RunOptions:
+        return RunOptions(**{f.name: getattr(self, f.name) for f in fields(RunOptions)})
 
 
 def _device(name: str) -> torch.device:
@@ -133,6 +168,60 @@ def parameter_count(algo: Algorithm) -> int:
     return total
 
 
+# ------------------------------------------------------------------------------------------------
+# The plugin contract, checked where the runner relies on it (marlbench.api)
+# ------------------------------------------------------------------------------------------------
+
+
+def _check_constructed(spec: AlgorithmSpec, algo: Algorithm) -> None:
+    missing = [a for a in ("config", "env", "device", "seed") if not hasattr(algo, a)]
+    if missing:
+        raise ContractError(
+            f"plugin contract: {spec.cls.__qualname__}.__init__ of {spec.name!r} must call "
+            "super().__init__(config, env, device, seed) (marlbench.api.Algorithm); "
+            f"missing attribute(s): {', '.join(missing)}")
+
+
+def _checked_metrics(spec: AlgorithmSpec, metrics: Any) -> dict[str, float]:
+    rule = (f"plugin contract: {spec.cls.__qualname__}.update() of {spec.name!r} must return a "
+            "mapping of scalar metrics that includes 'loss' (marlbench.api.Algorithm.update)")
+    if not isinstance(metrics, Mapping):
+        raise ContractError(f"{rule}; got {type(metrics).__name__}")
+    if "loss" not in metrics:
+        raise ContractError(f"{rule}; got keys {sorted(metrics) or 'none'}")
+    try:
+        return {str(k): float(v) for k, v in metrics.items()}
+    except (TypeError, ValueError) as exc:
+        raise ContractError(f"{rule}; a value is not a scalar ({exc})") from None
+
+
+class CheckedPolicy(Policy):
+    """Wraps a plugin's policy and checks each `act` against the contract: int actions of shape
+    [B, n_agents], each one available."""
+
+    def __init__(self, inner: Policy, info: EnvInfo, algo: str):
+        self.inner, self.info, self.algo = inner, info, algo
+
+    def reset(self, n_envs: int) -> None:
+        self.inner.reset(n_envs)
+
+    def observe(self, rewards: np.ndarray) -> None:
+        self.inner.observe(rewards)
+
+    def act(self, obs: np.ndarray, state: np.ndarray, avail: np.ndarray) -> np.ndarray:
+        actions = np.asarray(self.inner.act(obs, state, avail))
+        rule = (f"plugin contract: {type(self.inner).__qualname__}.act of {self.algo!r} must "
+                f"return integer actions of shape [B, n_agents] = {list(obs.shape[:2])} "
+                "(marlbench.api.Policy.act)")
+        if actions.shape != obs.shape[:2] or not np.issubdtype(actions.dtype, np.integer):
+            raise ContractError(f"{rule}; got {actions.dtype} of shape {list(actions.shape)}")
+        if (actions < 0).any() or (actions >= self.info.n_actions).any() or not np.all(
+                np.take_along_axis(avail, actions[..., None], axis=-1)):
+            raise ContractError(f"{rule}, each one available (avail mask); it chose an "
+                                "unavailable or out-of-range action")
+        return actions
+
+
 class _Snapshot:
     """In-memory copy of the last weights that produced a finite loss."""
 
@@ -150,21 +239,21 @@ class _Snapshot:
 
 
 def run(req: RunRequest, reporter: Reporter | None = None,
-        reg: Registry | None = None) -> dict[str, Any]:
-    """Run one cell and return its run.json summary."""
+        reg: Registry | None = None, *, lock: bool = True) -> dict[str, Any]:
+    """Run one cell and return its run.json summary.
+
+    Every name, option and config value is checked before any work. The cell is then locked
+    (`lock=False`: the caller holds the lock, as a sweep cell does): a second process running
+    the same cell stops at once with `BusyError` instead of training for nothing. Staging
+    folders of killed runs of this cell are removed.
+    """
     reporter = reporter or Reporter()
     reg = reg or registry()
     algo_spec, env_spec = reg.algorithm(req.algo), reg.environment(req.env)
-    if req.threads:
-        torch.set_num_threads(req.threads)
     device = _device(req.device)
     # Validate the config before any expensive work (collection, loading).
     config = build_config(algo_spec.config_cls, algo_spec.preset, req.overrides)
-    steps = req.steps if req.steps is not None else getattr(config, "steps", None)
-    if not steps or steps <= 0:
-        raise MarlbenchError(f"--steps must be positive (got {steps})")
-    if req.eval_episodes <= 0:
-        raise MarlbenchError(f"--eval-episodes must be positive (got {req.eval_episodes})")
+    steps = req.steps if req.steps is not None else config_steps(algo_spec, config)
     # A simulator that is missing (an optional extra) or cannot run this task fails here, not
     # after a dataset was collected or a model trained.
     env_spec.factory().close()
@@ -172,26 +261,71 @@ def run(req: RunRequest, reporter: Reporter | None = None,
         dataset_arg = req.dataset or env_spec.default_dataset
         dataset_name, dataset_path = resolve_dataset(reg, env_spec, dataset_arg,
                                                      episodes=req.episodes,
-                                                     root=req.datasets_root, reporter=reporter)
+                                                     root=req.datasets_root, collect=False)
     elif req.dataset:
         raise MarlbenchError(f"{algo_spec.name} trains online in the environment; --dataset "
                              "does not apply to it")
     else:
         dataset_name, dataset_path = ONLINE, None
     final = cell_dir(req.results_root, env_spec.name, dataset_name, algo_spec.name, req.seed)
-    if final.exists() and not req.overwrite:
+    _refuse_existing(final, req.overwrite)
+    check_writable_dir(final.parent, "results")
+    if dataset_path is not None and not dataset_path.exists():
+        check_writable_dir(dataset_path.parent, "datasets")
+    if req.threads:
+        torch.set_num_threads(req.threads)
+    with path_lock(final, wait=False, what=f"results {final}") if lock \
+            else contextlib.nullcontext():
+        remove_dead_staging(final)
+        _refuse_existing(final, req.overwrite)  # finished meanwhile by another process
+        if dataset_path is not None and not dataset_path.exists():
+            dataset_name, dataset_path = resolve_dataset(
+                reg, env_spec, dataset_arg, episodes=req.episodes, root=req.datasets_root,
+                reporter=reporter)
+        data = OfflineDataset.load(dataset_path, env_spec.info) if dataset_path else None
+        summary = _stage_and_publish(req, reg, algo_spec, env_spec, config, steps, data,
+                                     dataset_name, final, device, reporter)
+    ctx = RunContext(algo_spec.name, env_spec.name, dataset_name, req.seed, final,
+                     to_dict(config))
+    reg.broadcast("marlbench_run_finished", run=ctx, summary=summary)
+    reporter.info(f"results written to {final}")
+    return summary
+
+
+def config_steps(algo_spec: AlgorithmSpec, config: Any) -> int:
+    steps = getattr(config, "steps", None)
+    if steps is None:
+        raise ContractError(
+            f"plugin contract: {algo_spec.config_cls.__qualname__} (config of "
+            f"{algo_spec.name!r}) has no `steps` field, the default training budget the runner "
+            "needs (marlbench.api.Algorithm.Config); add one or pass --steps")
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ConfigError(f"steps must be a positive integer (got {steps!r})")
+    return steps
+
+
+def _refuse_existing(final: Path, overwrite: bool) -> None:
+    if final.exists() and not overwrite:
         state = "complete" if is_complete(final) else "incomplete"
         raise MarlbenchError(f"results already exist at {final} ({state}); pass --overwrite "
                              "to replace them")
-    data = OfflineDataset.load(dataset_path, env_spec.info) if dataset_path else None
+
+
+def _stage_and_publish(req: RunRequest, reg: Registry, algo_spec: AlgorithmSpec,
+                       env_spec: EnvSpec, config: Any, steps: int, data: OfflineDataset | None,
+                       dataset_name: str, final: Path, device: torch.device,
+                       reporter: Reporter) -> dict[str, Any]:
     staging = final.with_name(f".{final.name}.staging-{os.getpid()}")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
     failed = final.with_name(f"{final.name}.failed")
+    with io_step("create the staging folder", staging):
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir(parents=True)
     try:
-        summary = _train_and_evaluate(req, reg, algo_spec, env_spec, config, steps, data,
-                                      dataset_name, staging, failed, device, reporter)
-        publish_dir(staging, final, overwrite=req.overwrite)
+        with io_step("write results into", staging):
+            summary = _train_and_evaluate(req, reg, algo_spec, env_spec, config, steps, data,
+                                          dataset_name, staging, failed, device, reporter)
+        with io_step("publish the results folder", final):
+            publish_dir(staging, final, overwrite=req.overwrite)
     except TrainingDiverged:
         shutil.rmtree(failed, ignore_errors=True)
         os.replace(staging, failed)
@@ -199,10 +333,6 @@ def run(req: RunRequest, reporter: Reporter | None = None,
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    ctx = RunContext(algo_spec.name, env_spec.name, dataset_name, req.seed, final,
-                     to_dict(config))
-    reg.broadcast("marlbench_run_finished", run=ctx, summary=summary)
-    reporter.info(f"results written to {final}")
     return summary
 
 
@@ -214,6 +344,7 @@ def _train_and_evaluate(req: RunRequest, reg: Registry, algo_spec: AlgorithmSpec
     started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     seed_everything(req.seed)
     algo = algo_spec.cls(config, env_spec.info, device, req.seed)
+    _check_constructed(algo_spec, algo)
     if data is None:
         algo.setup_online(env_spec)
     else:
@@ -232,7 +363,7 @@ def _train_and_evaluate(req: RunRequest, reg: Registry, algo_spec: AlgorithmSpec
             reporter.task(f"train {algo_spec.name} on {env_spec.name}/{dataset_name}",
                           total=steps) as task:
         for step in range(1, steps + 1):
-            metrics = {k: float(v) for k, v in algo.update().items()}
+            metrics = _checked_metrics(algo_spec, algo.update())
             if not all(math.isfinite(v) for v in metrics.values()):
                 bad = ", ".join(k for k, v in metrics.items() if not math.isfinite(v))
                 snapshot.restore(algo)
@@ -261,7 +392,8 @@ def _train_and_evaluate(req: RunRequest, reg: Registry, algo_spec: AlgorithmSpec
 
     # -- evaluate ------------------------------------------------------------------------------
     t1 = time.perf_counter()
-    policy = algo.policy(greedy=req.greedy, seed=req.seed)
+    policy = CheckedPolicy(algo.policy(greedy=req.greedy, seed=req.seed), env_spec.info,
+                           algo_spec.name)
 
     def on_episode(r):
         reg.broadcast("marlbench_eval_episode", run=ctx, episode=r.to_dict())
@@ -282,7 +414,9 @@ def _train_and_evaluate(req: RunRequest, reg: Registry, algo_spec: AlgorithmSpec
     }
     write_json(out / "eval.json", {"summary": eval_summary,
                                    "episodes": [e.to_dict() for e in episodes]})
-    latency = measure_latency(env_spec, algo.policy(greedy=req.greedy, seed=req.seed),
+    latency = measure_latency(env_spec, CheckedPolicy(algo.policy(greedy=req.greedy,
+                                                                    seed=req.seed),
+                                                        env_spec.info, algo_spec.name),
                               steps=min(200, env_spec.info.episode_limit), seed=req.seed)
     algo_origin = reg.algorithms[algo_spec.name][1]
     summary = {
@@ -291,7 +425,7 @@ def _train_and_evaluate(req: RunRequest, reg: Registry, algo_spec: AlgorithmSpec
         "seed": req.seed,
         "algorithm": {"class": f"{algo_spec.cls.__module__}.{algo_spec.cls.__qualname__}",
                       "plugin": str(algo_origin), "execution": algo_spec.execution,
-                      "uses_global_state": algo_spec.uses_global_state,
+                      "uses_global_state": algo_spec.uses_state(config),
                       "paper": algo_spec.paper},
         "environment": {"version": env_spec.version, **env_spec.info.to_dict()},
         "dataset_card": None if data is None else {k: data.card.get(k) for k in (

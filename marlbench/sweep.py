@@ -16,14 +16,14 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 from marlbench.catalog import resolve_dataset
-from marlbench.cells import Cell, CellOptions, CellOutcome, CellTask, Status, error_record_path
+from marlbench.cells import Cell, CellOutcome, CellTask, Status, error_record_path
 from marlbench.config import build_config
 from marlbench.errors import MarlbenchError
 from marlbench.executors import Executor
-from marlbench.fsutil import write_json
+from marlbench.fsutil import check_writable_dir, io_step, write_json
 from marlbench.plugins import Registry
 from marlbench.progress import Reporter
-from marlbench.runner import ONLINE, is_complete
+from marlbench.runner import ONLINE, RunOptions, config_steps, is_complete, results_root
 
 # ------------------------------------------------------------------------------------------------
 # The grid
@@ -71,27 +71,33 @@ class SweepSummary:
 
 
 def plan(reg: Registry, algos: Sequence[str], envs: Sequence[str], datasets: Sequence[str],
-         seeds: Sequence[int], options: CellOptions,
-         reporter: Reporter | None = None) -> list[CellTask]:
+         seeds: Sequence[int], options: RunOptions,
+         reporter: Reporter | None = None, collect: bool = True) -> list[CellTask]:
     """Validate names and options, make sure every dataset exists, and list the grid's cells.
 
     Missing datasets are collected here, once and one after another, so that parallel cells
-    never generate the same file concurrently.
+    never generate the same file concurrently (and under a per-file lock, so that two sweeps
+    needing the same dataset collect it once). `collect=False` (a dry run) collects nothing.
     """
     reporter = reporter or Reporter()
     if not algos or not envs or not seeds:
         raise MarlbenchError("a sweep needs at least one algorithm, one env and one seed")
     specs = [reg.algorithm(algo) for algo in algos]
     for spec in specs:  # unknown names and bad --set values fail before any work
-        build_config(spec.config_cls, spec.preset, options.overrides)
+        config = build_config(spec.config_cls, spec.preset, options.overrides)
+        if options.steps is None:
+            config_steps(spec, config)
+    envs = [reg.environment(env).name for env in envs]
+    check_writable_dir(results_root(options.results_root), "results")
     offline = [s.name for s in specs if s.offline]
     online = [s.name for s in specs if not s.offline]  # train in the env: no dataset axis
     tasks = []
     for env in envs:
         env_spec = reg.environment(env)
         for dataset in (datasets or [env_spec.default_dataset]) if offline else []:
-            name, _ = resolve_dataset(reg, env_spec, dataset, root=options.datasets_root,
-                                      reporter=reporter)
+            name, _ = resolve_dataset(reg, env_spec, dataset, episodes=options.episodes,
+                                      root=options.datasets_root, reporter=reporter,
+                                      collect=collect)
             tasks += [CellTask(Cell(algo, env_spec.name, name, seed), options)
                       for algo in offline for seed in seeds]
         tasks += [CellTask(Cell(algo, env_spec.name, ONLINE, seed), options)
@@ -115,8 +121,11 @@ def sweep(tasks: Sequence[CellTask], executor: Executor,
         for outcome in executor.run(pending):
             outcomes.append(outcome)
             if outcome.status == "failed":
-                _record_failure(by_cell[outcome.cell], outcome)
                 reporter.warn(f"{outcome.cell} failed: {outcome.error}")
+                try:
+                    _record_failure(by_cell[outcome.cell], outcome)
+                except MarlbenchError as exc:  # e.g. the results folder is not writable
+                    reporter.warn(str(exc))
             elif outcome.status == "done":
                 reporter.info(f"{outcome.cell}: return {outcome.return_mean:.2f} "
                               f"({outcome.seconds:.0f} s)")
@@ -128,4 +137,6 @@ def _record_failure(task: CellTask, outcome: CellOutcome) -> None:
     record = {**asdict(outcome.cell), "error": outcome.error, "details": outcome.details,
               "seconds": round(outcome.seconds, 2),
               "failed_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-    write_json(error_record_path(task.path), record)
+    path = error_record_path(task.path)
+    with io_step("write the error record", path):
+        write_json(path, record)

@@ -39,8 +39,8 @@ def test_run_writes_a_complete_cell(tmp_path, datasets_root, tiny_expert):
         np.mean([e["return"] for e in ev["episodes"]]))
     assert summary["dataset_card"]["sha256"] and summary["parameters"] > 0
     assert summary["inference_latency"]["median_ms"] > 0
-    # nothing but the published cell is left behind
-    assert [p.name for p in cell.parent.iterdir()] == ["seed-0"]
+    # nothing but the published cell (and its lock file, kept by design) is left behind
+    assert sorted(p.name for p in cell.parent.iterdir()) == [".seed-0.lock", "seed-0"]
 
 
 def test_same_seed_same_evaluation_and_checkpoint_round_trip(tmp_path, datasets_root,

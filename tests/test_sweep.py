@@ -19,12 +19,11 @@ import pytest
 from click.testing import CliRunner
 
 from marlbench.api import AlgorithmSpec, hookimpl
-from marlbench.cells import CellOptions
 from marlbench.cli import main
 from marlbench.errors import MarlbenchError, UnknownNameError
 from marlbench.executors import InlineExecutor, LocalProcessExecutor, threads_per_job
 from marlbench.plugins import build_registry
-from marlbench.runner import cell_dir, is_complete
+from marlbench.runner import RunOptions, cell_dir, is_complete
 from marlbench.sweep import parse_seeds, plan, sweep
 
 ENV, DATA = "rware-tiny-2ag", "expert-4ep"
@@ -43,7 +42,7 @@ def test_seed_lists_parse_and_bad_ones_are_rejected():
 
 
 def test_plan_checks_names_and_options_before_any_work(reg, tmp_path, tiny_expert):
-    opts = CellOptions(results_root=tmp_path / "r")
+    opts = RunOptions(results_root=tmp_path / "r")
     tasks = plan(reg, ["bc"], [ENV], [DATA], [0, 1, 2], opts)
     assert [(t.cell.algo, t.cell.env, t.cell.dataset, t.cell.seed) for t in tasks] == [
         ("bc", ENV, DATA, s) for s in (0, 1, 2)]
@@ -54,7 +53,7 @@ def test_plan_checks_names_and_options_before_any_work(reg, tmp_path, tiny_exper
     with pytest.raises(UnknownNameError, match="Did you mean 'bc'"):
         plan(reg, ["bcc"], [ENV], [DATA], [0], opts)
     with pytest.raises(MarlbenchError, match="Did you mean 'hidden'"):
-        plan(reg, ["bc"], [ENV], [DATA], [0], CellOptions(overrides={"hiden": "3"}))
+        plan(reg, ["bc"], [ENV], [DATA], [0], RunOptions(overrides={"hiden": "3"}))
     assert not (tmp_path / "r").exists()
 
 
@@ -75,7 +74,7 @@ def _flaky_registry():
 
 def test_a_failing_cell_is_recorded_and_the_others_go_on(tmp_path, tiny_expert):
     reg = _flaky_registry()
-    opts = CellOptions(steps=20, eval_episodes=1, eval_parallel=1, results_root=tmp_path / "r",
+    opts = RunOptions(steps=20, eval_episodes=1, eval_parallel=1, results_root=tmp_path / "r",
                        log_every=10)
     tasks = plan(reg, ["flaky", "bc"], [ENV], [DATA], [0, 1], opts)
     summary = sweep(tasks, InlineExecutor(reg))
