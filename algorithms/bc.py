@@ -4,9 +4,12 @@ Each agent's action is predicted from its own observation (plus, optionally, the
 and a one-hot agent id by one MLP shared by all agents; unavailable actions are masked out of
 the softmax and the loss is the cross-entropy with the dataset's actions:
 
-    L(θ) = E_{(o_i, a_i) ~ D} [ -log softmax(mask(f_θ([o_i, onehot(i)]), avail_i))[a_i] ]
+    L(θ) = E_{(o_i, a_i) ~ D, |avail_i| > 1} [
+               -log softmax(mask(f_θ([o_i, onehot(i)]), avail_i))[a_i] ]
 
-Greedy (argmax) actions at evaluation.
+Steps where the agent had a single available action (a dead SMAX agent's forced stop) are left
+out of the loss and the accuracy (`marlbench.nn.choice_mask`). At evaluation actions are
+sampled from the masked softmax (the argmax with `--greedy`).
 """
 
 from __future__ import annotations
@@ -19,8 +22,16 @@ import torch.nn.functional as F
 from torch import nn
 
 from marlbench.api import Algorithm, AlgorithmSpec, EnvInfo, Policy, hookimpl
-from marlbench.data import OfflineDataset
-from marlbench.nn import FixedNormalizer, agent_one_hot, mask_logits, mlp
+from marlbench.data import OfflineDataset, TransitionBatch
+from marlbench.nn import (
+    FixedNormalizer,
+    agent_inputs,
+    choice_mask,
+    mask_logits,
+    masked_mean,
+    mlp,
+    optimizer_step,
+)
 from marlbench.policies import FeedForwardPolicy
 
 
@@ -66,11 +77,10 @@ class BCNet(nn.Module):
 
     def forward(self, obs: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
         x = self.features(obs, state)
-        if self.cfg.normalize_obs:
-            x = self.norm(x)
+        norm = self.norm if self.cfg.normalize_obs else None
         if self.cfg.agent_id:
-            x = torch.cat([x, agent_one_hot(self.n, x.shape[:-2], x.device)], -1)
-        return self.body(x)
+            return self.body(agent_inputs(x, norm))
+        return self.body(norm(x) if norm is not None else x)
 
 
 class BC(Algorithm):
@@ -85,17 +95,22 @@ class BC(Algorithm):
         self.net.norm.fit(self.net.features(data.obs, data.state))
         self.opt = torch.optim.Adam(self.net.parameters(), lr=self.config.lr)
 
+    def loss(self, batch: TransitionBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        """Cross-entropy with the dataset's actions and the argmax's agreement with them, over
+        the agent-steps that had a choice."""
+        logits = mask_logits(self.net(batch.obs, batch.state), batch.avail)
+        chose = choice_mask(batch.avail)  # a batch without any choice gives 0, not NaN
+        nll = F.cross_entropy(logits.flatten(0, -2), batch.actions.flatten(), reduction="none")
+        loss = masked_mean(nll.view_as(chose), chose)
+        accuracy = masked_mean((logits.argmax(-1) == batch.actions).float(), chose)
+        return loss, accuracy
+
     def update(self) -> dict[str, float]:
         self.net.train()
-        b = self.data.transitions(self.config.batch_size, self.rng, self.device)
-        logits = mask_logits(self.net(b.obs, b.state), b.avail)
-        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), b.actions.reshape(-1))
-        self.opt.zero_grad(set_to_none=True)
-        loss.backward()
-        grad = nn.utils.clip_grad_norm_(self.net.parameters(), self.config.grad_clip)
-        self.opt.step()
-        acc = (logits.argmax(-1) == b.actions).float().mean()
-        return {"loss": loss.item(), "accuracy": acc.item(), "grad_norm": grad.item()}
+        batch = self.data.transitions(self.config.batch_size, self.rng, self.device)
+        loss, accuracy = self.loss(batch)
+        grad = optimizer_step(self.opt, loss, self.net.parameters(), self.config.grad_clip)
+        return {"loss": loss.item(), "accuracy": accuracy.item(), "grad_norm": grad.item()}
 
     def policy(self, greedy: bool = False, seed: int = 0) -> Policy:
         return FeedForwardPolicy(self.net, self.net, self.device, greedy, seed)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import abc
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import numpy as np
 import pluggy
@@ -232,7 +232,11 @@ class AlgorithmSpec:
     description: str = ""
     paper: str = ""
     execution: ExecutionMode = "decentralised"
-    uses_global_state: bool = False
+    uses_global_state: bool = False  # with the default config; see `state_option`
+    # The config's bool field that switches the global state on or off (`--set use_state=...`);
+    # when the config has it, its value decides `uses_state(config)`. None: always
+    # `uses_global_state`.
+    state_option: str | None = "use_state"
     action_space: Literal["discrete", "continuous"] = "discrete"
     # Fixed config overrides applied before the user's (variants of one class, e.g. ids4).
     preset: Mapping[str, Any] = field(default_factory=dict)
@@ -243,14 +247,21 @@ class AlgorithmSpec:
     def config_cls(self) -> type:
         return self.cls.Config
 
+    def uses_state(self, config: Any) -> bool:
+        """Whether a run with `config` gives the policy or its training the global state."""
+        if self.state_option is not None and hasattr(config, self.state_option):
+            return bool(getattr(config, self.state_option))
+        return self.uses_global_state
+
 
 # ---------------------------------------------------------------------------------------------
 # Lifecycle (what loggers receive)
 # ---------------------------------------------------------------------------------------------
 
 
-class RunContext(Protocol):
-    """Read-only view of a run passed to lifecycle hooks."""
+@dataclass(frozen=True)
+class RunContext:
+    """Read-only view of a run passed to lifecycle hooks (the runner builds it)."""
 
     algo: str
     env: str

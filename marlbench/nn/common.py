@@ -1,6 +1,9 @@
-"""Small building blocks: MLPs, fixed input normalisation, action masking, agent ids."""
+"""Small building blocks: MLPs, fixed input normalisation, action masking, agent ids, the
+optimiser step and the return-conditioning rule (one of each, shared by the algorithms)."""
 
 from __future__ import annotations
+
+from collections.abc import Iterable
 
 import torch
 import torch.nn.functional as F
@@ -36,6 +39,17 @@ def select_actions(logits: torch.Tensor, avail: torch.Tensor, greedy: bool,
     return torch.multinomial(probs, 1, generator=generator).reshape(logits.shape[:-1])
 
 
+def choice_mask(avail: torch.Tensor) -> torch.Tensor:
+    """avail [..., A] -> bool [...]: True where the agent had more than one action to choose from.
+
+    A step with a single available action is forced and says nothing about the policy: the
+    data marks a dead agent this way (SMAX leaves only `stop` available to a dead ally, SMAC
+    only `no-op`). Imitation losses and their accuracy leave such steps out, else the forced
+    steps (zero loss, always right) shrink the loss and inflate the accuracy.
+    """
+    return avail.sum(-1) > 1
+
+
 def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     mask = mask.to(x.dtype)
     return (x * mask).sum() / mask.sum().clamp_min(1.0)
@@ -46,6 +60,45 @@ def agent_one_hot(n_agents: int, batch_shape: tuple[int, ...],
     """[*batch_shape, n_agents, n_agents] identity rows, one per agent."""
     eye = torch.eye(n_agents, device=device)
     return eye.expand(*batch_shape, n_agents, n_agents)
+
+
+def agent_inputs(obs: torch.Tensor, normalizer: nn.Module | None = None) -> torch.Tensor:
+    """obs [..., n, d] -> [..., n, d + n]: each agent's observation (scaled by `normalizer`
+    when given) with its one-hot agent id appended, the input of a network shared by the
+    agents (parameter sharing with ids, as in pymarl's agents)."""
+    x = normalizer(obs) if normalizer is not None else obs
+    ids = agent_one_hot(x.shape[-2], x.shape[:-2], x.device).to(x.dtype)
+    return torch.cat([x, ids], -1)
+
+
+def optimizer_step(opt: torch.optim.Optimizer, loss: torch.Tensor,
+                   params: Iterable[torch.Tensor], max_norm: float) -> torch.Tensor:
+    """One gradient step on `loss`: clear the gradients, backpropagate, clip the gradient of
+    `params` to global norm `max_norm`, step. Returns the norm before clipping (a tensor)."""
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    norm = nn.utils.clip_grad_norm_(params, max_norm)
+    opt.step()
+    return norm
+
+
+# Return conditioning. At evaluation a return-conditioned policy is asked for 10% more than the
+# best return in its dataset (MADS4 paper §5.2: "10% higher than the highest returns
+# encountered in the offline datasets"; the MADT baseline there is evaluated the same way).
+TARGET_RETURN_SCALE = 1.1
+
+
+def target_return(best_return: float, scale: float = TARGET_RETURN_SCALE) -> float:
+    """The return-to-go to condition on: the dataset's best return raised by `scale` - 1 of
+    its size, so that it is raised also when the best return is negative."""
+    return best_return + (scale - 1.0) * abs(best_return)
+
+
+def return_to_go_scale(best_return: float) -> float:
+    """Returns-to-go enter the networks divided by this: the best dataset return's size, at
+    least 1, so the conditioning input is O(1) on any task while small returns (SMAX's are
+    at most 2) are not blown up. The ratio of target to dataset returns is unchanged."""
+    return max(abs(best_return), 1.0)
 
 
 class FixedNormalizer(nn.Module):
