@@ -25,6 +25,18 @@ def sliding_causal_mask(n_queries: int, n_keys: int, span: int,
     return (k <= q) & (k > q - span)
 
 
+def step_mask(step: torch.Tensor, sees_same_step: torch.Tensor) -> torch.Tensor:
+    """[T, T] bool attention mask over tokens grouped into timesteps.
+
+    `step` [T] is each token's timestep (non-decreasing) and `sees_same_step` [T, T] bool says
+    which tokens of the same timestep a token may see. Every token sees all tokens of earlier
+    timesteps, so agents' tokens of one step can see each other while later steps stay hidden.
+    """
+    earlier = step[None, :] < step[:, None]
+    same = step[None, :] == step[:, None]
+    return earlier | (same & sees_same_step)
+
+
 class CausalSelfAttention(nn.Module):
     def __init__(self, dim: int, heads: int, dropout: float):
         super().__init__()
@@ -95,10 +107,16 @@ class GPT(nn.Module):
                 nn.init.normal_(m.weight, 0.0, 0.02)
                 nn.init.zeros_(m.bias)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """A whole sequence at once (training, or the reference for `step`)."""
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """A whole sequence at once (training, or the reference for `step`).
+
+        `mask` [T, T] bool (True: query row may attend to key column) replaces the sliding
+        causal window, e.g. to let tokens of one timestep see each other (`step_mask`)."""
         T = x.shape[1]
-        mask = None if T <= self.span else sliding_causal_mask(T, T, self.span, x.device)
+        if mask is None:
+            mask = None if T <= self.span else sliding_causal_mask(T, T, self.span, x.device)
+        elif mask.shape != (T, T) or mask.dtype != torch.bool:
+            raise ValueError(f"mask must be bool [{T}, {T}], got {mask.dtype} {tuple(mask.shape)}")
         x = self.drop(x)
         for block in self.blocks:
             x, _ = block(x, None, mask)
