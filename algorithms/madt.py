@@ -6,11 +6,14 @@ at step t contributes three tokens, the team return-to-go R_t, its observation o
 action a_t^i, each embedded (Linear or Embedding, then tanh) plus a learned timestep embedding.
 A causal GPT over the last K steps reads the output at the o_t^i token and predicts a_t^i:
 
-    L(θ) = E_{K-step windows ~ D} [ mean_{i, valid t} -log softmax(
+    L(θ) = E_{K-step windows ~ D} [ mean_{i, valid t, |avail_t^i| > 1} -log softmax(
                mask(W h_θ(R_{≤t}, o^i_{≤t}, a^i_{<t}), avail_t^i))[a_t^i] ]
 
-with unavailable actions masked out of the softmax. At evaluation R_0 is the target return
-(10% above the best return in the dataset, the rule of MADS4 §5.2) and R_{t+1} = R_t - r_t.
+with unavailable actions masked out of the softmax; steps where the agent had a single
+available action (a dead SMAX agent's forced stop) are left out of the loss and the accuracy
+(`marlbench.nn.choice_mask`), though they stay in the context. At evaluation R_0 is the target
+return (10% above the best return in the dataset, the rule of MADS4 §5.2, shared with MADS4 as
+`marlbench.nn.target_return`) and R_{t+1} = R_t - r_t.
 
 Inference: within the first K steps every new token is appended to a KV cache
 (`marlbench.nn.gpt`), which is exactly the training forward over a window that starts at step
@@ -29,8 +32,19 @@ import torch.nn.functional as F
 from torch import nn
 
 from marlbench.api import Algorithm, AlgorithmSpec, EnvInfo, Policy, hookimpl
-from marlbench.data import OfflineDataset
-from marlbench.nn import FixedNormalizer, agent_one_hot, mask_logits, select_actions
+from marlbench.data import OfflineDataset, TrajectoryBatch
+from marlbench.nn import (
+    TARGET_RETURN_SCALE,
+    FixedNormalizer,
+    agent_inputs,
+    choice_mask,
+    mask_logits,
+    masked_mean,
+    optimizer_step,
+    return_to_go_scale,
+    select_actions,
+    target_return,
+)
 from marlbench.nn.gpt import GPT, KVCache, weight_decay_groups
 
 # The MADT authors' repo ("ReinholdM/Offline-Pre-trained-Multi-Agent-Decision-Transformer") is
@@ -67,9 +81,10 @@ class MADTConfig:
     # expert, training accuracy goes 0.964 -> 0.966 from 8k to 10k (loss still falling slowly).
     steps: int = 10000
     # Return-to-go the policy is conditioned on at evaluation; None = the best dataset return
-    # plus 10% (MADS4 §5.2: "10% higher than the highest returns encountered in the offline
-    # datasets").
+    # raised by target_scale (MADS4 §5.2: "10% higher than the highest returns encountered in
+    # the offline datasets", the rule the MADS4 paper evaluates its MADT baseline with).
     target_return: float | None = None
+    target_scale: float = TARGET_RETURN_SCALE
     normalize_obs: bool = True  # RWARE coordinates reach 20 while other features are 0/1
 
     def __post_init__(self):
@@ -111,9 +126,7 @@ class MADTNet(nn.Module):
 
     def agent_inputs(self, obs: torch.Tensor) -> torch.Tensor:
         """obs [..., n, obs_dim] -> normalised obs with the agent's one-hot id appended."""
-        if self.cfg.normalize_obs:
-            obs = self.norm(obs)
-        return torch.cat([obs, agent_one_hot(self.n, obs.shape[:-2], obs.device)], -1)
+        return agent_inputs(obs, self.norm if self.cfg.normalize_obs else None)
 
     def _time(self, t: torch.Tensor) -> torch.Tensor:
         return self.embed_time(t.clamp(0, self.episode_limit - 1))
@@ -164,12 +177,12 @@ class MADT(Algorithm):
     def setup(self, data: OfflineDataset) -> None:
         self.data, self.rng = data, np.random.default_rng(self.seed)
         self.net.norm.fit(data.obs)
-        best = data.max_return
-        self.target_return = (self.config.target_return if self.config.target_return is not None
-                              else best + 0.1 * abs(best))
-        # Returns-to-go enter the network divided by the largest |return| in the data, so the
-        # conditioning input is O(1) on any task (DT scales by a fixed per-env constant).
-        self.return_scale = float(np.abs(data.returns).max()) or 1.0
+        cfg = self.config
+        self.target_return = (cfg.target_return if cfg.target_return is not None
+                              else target_return(data.max_return, cfg.target_scale))
+        # Returns-to-go enter the network divided by the best return's size (at least 1), so
+        # the conditioning input is O(1) on any task (DT scales by a fixed per-env constant).
+        self.return_scale = return_to_go_scale(data.max_return)
         # Episodes are drawn in proportion to their length and a window's start uniformly
         # within its episode (the MADT repo indexes windows over all steps; DT weights
         # episodes by length).
@@ -178,25 +191,30 @@ class MADT(Algorithm):
         self.opt = torch.optim.AdamW(weight_decay_groups(self.net, self.config.weight_decay),
                                      lr=self.config.lr, betas=self.config.betas)
 
+    def loss(self, batch: TrajectoryBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        """Cross-entropy with the dataset's actions and the argmax's agreement with them, over
+        the real steps at which the agent had a choice."""
+        n = self.env.n_agents
+        actions = agent_sequences(batch.actions)
+        avail = agent_sequences(batch.avail)
+        logits = self.net(team_sequences(batch.rtg, n) / self.return_scale,
+                          agent_sequences(self.net.agent_inputs(batch.obs)), actions,
+                          team_sequences(batch.timesteps, n))
+        logits = mask_logits(logits, avail)
+        counted = team_sequences(batch.mask, n) & choice_mask(avail)  # no choice: 0, not NaN
+        nll = F.cross_entropy(logits.flatten(0, -2), actions.flatten(), reduction="none")
+        loss = masked_mean(nll.view_as(counted), counted)
+        accuracy = masked_mean((logits.argmax(-1) == actions).float(), counted)
+        return loss, accuracy
+
     def update(self) -> dict[str, float]:
         self.net.train()
         episodes = self.rng.choice(len(self.episode_p), self.episodes_per_batch, p=self.episode_p)
-        b = self.data.trajectories(len(episodes), self.rng, length=self.config.context,
-                                   episodes=episodes, device=self.device)
-        n = self.env.n_agents
-        actions = agent_sequences(b.actions)
-        logits = self.net(team_sequences(b.rtg, n) / self.return_scale,
-                          agent_sequences(self.net.agent_inputs(b.obs)), actions,
-                          team_sequences(b.timesteps, n))
-        logits = mask_logits(logits, agent_sequences(b.avail))
-        valid = team_sequences(b.mask, n)
-        loss = F.cross_entropy(logits[valid], actions[valid])
-        self.opt.zero_grad(set_to_none=True)
-        loss.backward()
-        grad = nn.utils.clip_grad_norm_(self.net.parameters(), self.config.grad_clip)
-        self.opt.step()
-        acc = (logits[valid].argmax(-1) == actions[valid]).float().mean()
-        return {"loss": loss.item(), "accuracy": acc.item(), "grad_norm": grad.item()}
+        batch = self.data.trajectories(len(episodes), self.rng, length=self.config.context,
+                                       episodes=episodes, device=self.device)
+        loss, accuracy = self.loss(batch)
+        grad = optimizer_step(self.opt, loss, self.net.parameters(), self.config.grad_clip)
+        return {"loss": loss.item(), "accuracy": accuracy.item(), "grad_norm": grad.item()}
 
     def policy(self, greedy: bool = False, seed: int = 0) -> Policy:
         return MADTPolicy(self.net, self.env, self.target_return, self.return_scale,

@@ -1,5 +1,6 @@
 """MADT: the cached GPT equals its full forward, the policy keeps its context right, it learns
-what it is shown, and it runs from the command line."""
+what it is shown (forced steps left out), its return conditioning follows the shared rule, and
+it runs from the command line."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import json
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from click.testing import CliRunner
 
 import marlbench.algorithms.madt as madt_module
@@ -17,7 +19,7 @@ from marlbench.algorithms.madt import MADT, MADTConfig, agent_sequences, team_se
 from marlbench.cli import main
 from marlbench.data import OfflineDataset
 from marlbench.evaluation import evaluate
-from marlbench.nn import mask_logits
+from marlbench.nn import mask_logits, return_to_go_scale, target_return
 from marlbench.nn.gpt import GPT, KVCache
 from marlbench.runner import load_run
 
@@ -199,3 +201,46 @@ def test_bad_options_are_one_line_errors():
     assert res.exit_code == 1 and "dim (32) must be divisible by heads (3)" in res.output
     res = _invoke("run", "--algo", "madt", "--env", "rware-tiny-2ag", "--set", "contex=5")
     assert res.exit_code == 1 and "Did you mean 'context'" in res.output
+
+
+def test_forced_steps_are_left_out_of_the_loss_and_accuracy(keyed_dataset):
+    data = keyed_dataset
+    dead = torch.zeros(data.n_steps, dtype=torch.bool)
+    dead[::3] = True  # agent 1 "dead" on every third step: only action 0 available, taken
+    data.avail[dead, 1] = False
+    data.avail[dead, 1, 0] = True
+    data.actions[dead, 1] = 0
+    algo = MADT(MADTConfig(context=6, dim=16, heads=1, layers=1), data.info, CPU, seed=0)
+    algo.setup(data)
+    batch = data.trajectories(6, np.random.default_rng(0), length=6)
+    loss, accuracy = algo.loss(batch)
+    n = data.info.n_agents
+    with torch.no_grad():
+        logits = algo.net(team_sequences(batch.rtg, n) / algo.return_scale,
+                          agent_sequences(algo.net.agent_inputs(batch.obs)),
+                          agent_sequences(batch.actions), team_sequences(batch.timesteps, n))
+    logits = mask_logits(logits, agent_sequences(batch.avail))
+    actions = agent_sequences(batch.actions)
+    real = team_sequences(batch.mask, n)
+    counted = real & (agent_sequences(batch.avail).sum(-1) > 1)
+    assert 0 < counted.sum() < real.sum()  # the batch holds forced steps
+    torch.testing.assert_close(loss, F.cross_entropy(logits[counted], actions[counted]))
+    torch.testing.assert_close(
+        accuracy, (logits[counted].argmax(-1) == actions[counted]).float().mean())
+    assert loss > F.cross_entropy(logits[real], actions[real]) * 1.05
+
+
+@pytest.mark.parametrize("sign", [1.0, -1.0])
+def test_target_return_and_scale_follow_the_shared_rule(keyed_dataset, sign):
+    data = keyed_dataset
+    data.returns = sign * np.abs(data.returns) / 10  # returns below 1 in size
+    best = float(data.returns.max())
+    algo = MADT(MADTConfig(context=4, dim=8, heads=1, layers=1), data.info, CPU, seed=0)
+    algo.setup(data)
+    assert algo.target_return == pytest.approx(best + 0.1 * abs(best))  # MADS4 §5.2
+    assert algo.target_return == pytest.approx(target_return(best))
+    assert algo.return_scale == pytest.approx(return_to_go_scale(best)) == 1.0
+    algo = MADT(MADTConfig(context=4, dim=8, heads=1, layers=1, target_scale=1.2), data.info,
+                CPU, seed=0)
+    algo.setup(data)
+    assert algo.target_return == pytest.approx(best + 0.2 * abs(best))
