@@ -71,7 +71,7 @@ class OptiDICEConfig:
     # transitions keeps an update a few ms on one CPU core.
     batch_size: int = 512
     # Default budget: sized for one cell under ~10 min on one core (see README: updates/s).
-    steps: int = 20_000
+    steps: int = 10_000
     normalize_obs: bool = True  # README RWARE command standardize_obs=True
 
     def __post_init__(self):
