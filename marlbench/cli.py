@@ -203,6 +203,59 @@ def run(algo, env, dataset, seed, overwrite, quiet, **params) -> None:
 
 
 # ------------------------------------------------------------------------------------------------
+# finetune (MADS4's second stage)
+# ------------------------------------------------------------------------------------------------
+
+
+@main.command()
+@click.option("--from", "source", required=True, type=click.Path(path_type=Path),
+              help="A complete offline run: RESULTS/<env>/<dataset>/mads4/seed-K (or ids4, "
+                   "mads4-dec).")
+@click.option("--from-scratch", "scratch", is_flag=True,
+              help="Same loop from a random initialisation (the paper's Fig. 2 baseline); "
+                   "writes <algo>+scratch instead of <algo>+ft.")
+@click.option("--env", default=None, help="Check that --from is a run of this env.")
+@click.option("--seed", default=None, type=int, help="Seed [default: the offline run's].")
+@click.option("--steps", default=None, type=int,
+              help="Updates (one episode per env each). Default: `marlbench options mads4+ft`.")
+@click.option("--eval-episodes", default=30, show_default=True, type=int,
+              help="Online evaluation episodes after fine-tuning (paper: 30).")
+@click.option("--eval-parallel", default=10, show_default=True, type=int)
+@click.option("--device", default="cpu", show_default=True, help="torch device, e.g. cuda:0.")
+@click.option("--threads", default=None, type=int, help="torch CPU threads.")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
+              help="Override a fine-tuning option (`marlbench options mads4+ft`); repeatable.")
+@click.option("--results", "results_dir", default=None, type=click.Path(path_type=Path),
+              help="Results root [default: the one the offline run is in].")
+@click.option("--greedy", is_flag=True, help="Evaluate with argmax actions.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing result of this cell.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bars (for scripts).")
+@_handle_errors
+def finetune(source, scratch, env, seed, steps, eval_episodes, eval_parallel, device, threads,
+             sets, results_dir, greedy, overwrite, quiet) -> None:
+    """Fine-tune an offline MADS4 run on-policy (paper §4.2, Algorithm 2); writes
+    <env>/<dataset>/mads4+ft/seed-K/ next to it (mads4+scratch with --from-scratch)."""
+    from marlbench.config import parse_assignments
+    from marlbench.finetune import FinetuneRequest
+    from marlbench.finetune import finetune as finetune_cell
+
+    req = FinetuneRequest(source=source, scratch=scratch, env=env, seed=seed, steps=steps,
+                          eval_episodes=eval_episodes, eval_parallel=eval_parallel,
+                          device=device, overrides=parse_assignments(sets),
+                          results_root=results_dir, overwrite=overwrite, threads=threads,
+                          greedy=greedy)
+    reporter = _reporter(quiet)
+    summary = finetune_cell(req, reporter, _registry(reporter))
+    ev, start = summary["eval"], summary["finetuned_from"]["eval"] or {}
+    line = (f"{summary['algo']} on {summary['env']}/{summary['dataset']} seed "
+            f"{summary['seed']}: return {ev['return_mean']:.2f} ± {ev['return_std']:.2f} over "
+            f"{ev['episodes']} episodes")
+    if "return_mean" in start:
+        line += f" (offline run {start['return_mean']:.2f})"
+    stdout.print(line, highlight=False, soft_wrap=True)
+
+
+# ------------------------------------------------------------------------------------------------
 # plugins / options
 # ------------------------------------------------------------------------------------------------
 
@@ -316,7 +369,11 @@ def datasets_list(datasets_dir) -> None:
     from marlbench.data import store
     from marlbench.data.schema import read_card
 
-    t = Table(title=f"Datasets in {store.root_dir(datasets_dir)}", title_justify="left")
+    root = store.root_dir(datasets_dir)
+    if root.exists() and not root.is_dir():
+        raise MarlbenchError(f"cannot list the datasets folder {root}: it is a file, not a "
+                             "folder")
+    t = Table(title=f"Datasets in {root}", title_justify="left")
     for col in ("env", "name", "episodes", "steps", "return mean ± std", "max", "win rate",
                 "sha256"):
         t.add_column(col)
@@ -585,11 +642,18 @@ def compare(results_dir, envs, algos, dataset_names, pairs, fmt, out_dir, reps, 
         raise MarlbenchError(f"--alpha must be between 0 and 1 (got {alpha})")
     if reps < 0:
         raise MarlbenchError(f"--reps must be non-negative (got {reps})")
+    if seed < 0:
+        raise MarlbenchError(f"--seed must be a non-negative integer (got {seed})")
+    pair_list = cmp.parse_pairs(pairs)
+    if out_dir is not None:
+        from marlbench.fsutil import check_writable_dir
+
+        check_writable_dir(out_dir, "report")
     reporter = _reporter(False)
     root = results_root(results_dir)
     algo_list = parse_names(algos)
     results = cmp.load_results(root, parse_names(envs), algo_list, parse_names(dataset_names))
-    comp = cmp.compare(results, cmp.parse_pairs(pairs), algo_list, reps=reps, seed=seed,
+    comp = cmp.compare(results, pair_list, algo_list, reps=reps, seed=seed,
                        alpha=alpha, holm_family=holm_family)
     for warning in comp.warnings:
         reporter.warn(warning)

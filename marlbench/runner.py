@@ -128,7 +128,7 @@ class RunRequest(RunOptions):
         return RunOptions(**{f.name: getattr(self, f.name) for f in fields(RunOptions)})
 
 
-def _device(name: str) -> torch.device:
+def torch_device(name: str) -> torch.device:
     try:
         dev = torch.device(name)
     except RuntimeError as exc:
@@ -153,7 +153,7 @@ def load_run(path: Path | str, device: str = "cpu",
     summary = json.loads((path / "run.json").read_text())
     algo_spec, env_spec = reg.algorithm(summary["algo"]), reg.environment(summary["env"])
     config = build_config(algo_spec.config_cls, json.loads((path / "config.json").read_text()))
-    algo = algo_spec.cls(config, env_spec.info, _device(device), summary["seed"])
+    algo = algo_spec.cls(config, env_spec.info, torch_device(device), summary["seed"])
     checkpoint.load(path / "model.safetensors", algo_spec.name, algo)
     return algo, algo_spec, env_spec
 
@@ -250,7 +250,7 @@ def run(req: RunRequest, reporter: Reporter | None = None,
     reporter = reporter or Reporter()
     reg = reg or registry()
     algo_spec, env_spec = reg.algorithm(req.algo), reg.environment(req.env)
-    device = _device(req.device)
+    device = torch_device(req.device)
     # Validate the config before any expensive work (collection, loading).
     config = build_config(algo_spec.config_cls, algo_spec.preset, req.overrides)
     steps = req.steps if req.steps is not None else config_steps(algo_spec, config)
@@ -314,7 +314,12 @@ def _refuse_existing(final: Path, overwrite: bool) -> None:
 def _stage_and_publish(req: RunRequest, reg: Registry, algo_spec: AlgorithmSpec,
                        env_spec: EnvSpec, config: Any, steps: int, data: OfflineDataset | None,
                        dataset_name: str, final: Path, device: torch.device,
-                       reporter: Reporter) -> dict[str, Any]:
+                       reporter: Reporter, *, algo: Algorithm | None = None,
+                       extra_summary: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Train, evaluate and write into a staging folder, then publish it as `final`. `algo`:
+    an algorithm already built (and started, e.g. from another run's weights) instead of a
+    fresh one; `extra_summary`: run.json entries to add or replace (e.g. provenance of the
+    run it started from). `marlbench finetune` uses both."""
     staging = final.with_name(f".{final.name}.staging-{os.getpid()}")
     failed = final.with_name(f"{final.name}.failed")
     with io_step("create the staging folder", staging):
@@ -323,7 +328,8 @@ def _stage_and_publish(req: RunRequest, reg: Registry, algo_spec: AlgorithmSpec,
     try:
         with io_step("write results into", staging):
             summary = _train_and_evaluate(req, reg, algo_spec, env_spec, config, steps, data,
-                                          dataset_name, staging, failed, device, reporter)
+                                          dataset_name, staging, failed, device, reporter,
+                                          algo, extra_summary)
         with io_step("publish the results folder", final):
             publish_dir(staging, final, overwrite=req.overwrite)
     except TrainingDiverged:
@@ -340,10 +346,12 @@ def _train_and_evaluate(req: RunRequest, reg: Registry, algo_spec: AlgorithmSpec
                         env_spec: EnvSpec, config: Any, steps: int,
                         data: OfflineDataset | None,
                         dataset_name: str, out: Path, failed: Path, device: torch.device,
-                        reporter: Reporter) -> dict[str, Any]:
+                        reporter: Reporter, algo: Algorithm | None = None,
+                        extra_summary: Mapping[str, Any] | None = None) -> dict[str, Any]:
     started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-    seed_everything(req.seed)
-    algo = algo_spec.cls(config, env_spec.info, device, req.seed)
+    if algo is None:
+        seed_everything(req.seed)
+        algo = algo_spec.cls(config, env_spec.info, device, req.seed)
     _check_constructed(algo_spec, algo)
     if data is None:
         algo.setup_online(env_spec)
@@ -443,5 +451,6 @@ def _train_and_evaluate(req: RunRequest, reg: Registry, algo_spec: AlgorithmSpec
         "command": command_line(), "host": socket.gethostname(),
         "started_at": started, "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
+    summary.update(extra_summary or {})
     write_json(out / "run.json", summary)
     return summary
