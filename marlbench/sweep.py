@@ -23,7 +23,14 @@ from marlbench.executors import Executor
 from marlbench.fsutil import check_writable_dir, io_step, write_json
 from marlbench.plugins import Registry
 from marlbench.progress import Reporter
-from marlbench.runner import ONLINE, RunOptions, config_steps, is_complete, results_root
+from marlbench.runner import (
+    ONLINE,
+    RunOptions,
+    config_steps,
+    is_complete,
+    results_root,
+    torch_device,
+)
 
 # ------------------------------------------------------------------------------------------------
 # The grid
@@ -82,6 +89,7 @@ def plan(reg: Registry, algos: Sequence[str], envs: Sequence[str], datasets: Seq
     reporter = reporter or Reporter()
     if not algos or not envs or not seeds:
         raise MarlbenchError("a sweep needs at least one algorithm, one env and one seed")
+    torch_device(options.device)
     specs = [reg.algorithm(algo) for algo in algos]
     for spec in specs:  # unknown names and bad --set values fail before any work
         config = build_config(spec.config_cls, spec.preset, options.overrides)
