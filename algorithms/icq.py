@@ -56,7 +56,14 @@ from torch import nn
 
 from marlbench.api import Algorithm, AlgorithmSpec, EnvInfo, Policy, hookimpl
 from marlbench.data import OfflineDataset, TrajectoryBatch
-from marlbench.nn import FixedNormalizer, agent_one_hot, mask_logits, mlp, select_actions
+from marlbench.nn import (
+    FixedNormalizer,
+    agent_inputs,
+    mask_logits,
+    mlp,
+    optimizer_step,
+    select_actions,
+)
 from marlbench.nn.mixer import LinearMixer
 
 
@@ -120,7 +127,7 @@ class RecurrentActor(nn.Module):
         Returns logits [B, T, n, A] and the final hidden state [1, B * n, H].
         """
         B, T = obs.shape[:2]
-        parts = [obs, agent_one_hot(self.n, (B, T), obs.device)]
+        parts = [agent_inputs(obs)]
         if self.last_action:
             last = F.one_hot(last_actions.clamp_min(0), self.n_actions).float()
             parts.append(last * (last_actions >= 0).unsqueeze(-1))
@@ -154,8 +161,7 @@ class ICQNets(nn.Module):
     def agent_q(self, obs: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
         """Scaled obs [..., n, obs_dim], state [..., state_dim] -> Q_i [..., n, A]."""
         s = state.unsqueeze(-2).expand(*obs.shape[:-1], state.shape[-1])
-        ids = agent_one_hot(self.n, obs.shape[:-2], obs.device)
-        return self.critic(torch.cat([s, obs, ids], -1))
+        return self.critic(torch.cat([s, agent_inputs(obs)], -1))
 
 
 def _with_final_step(data: OfflineDataset, tb: TrajectoryBatch,
@@ -267,7 +273,7 @@ class ICQ(Algorithm):
             k, _ = nets.mixer.weights_and_bias(state)  # [B, L, n]
         logp_taken = logp.gather(-1, a).squeeze(-1)
         actor_loss = -(k * weight * logp_taken)[valid].mean()
-        self._step(self.actor_opt, actor_loss, nets.actor.parameters())
+        optimizer_step(self.actor_opt, actor_loss, nets.actor.parameters(), cfg.grad_clip)
 
         greedy = logp.detach().argmax(-1)
         return {"loss": critic["critic_loss"] + actor_loss.item(), **critic,
@@ -286,7 +292,7 @@ class ICQ(Algorithm):
             q_tot = nets.mixer(q.gather(-1, a[:, sl]).squeeze(-1), state[:, sl])
             td = (q_tot - y[:, sl])[real[:, sl]]
             loss = td.pow(2).mean()
-            self._step(self.critic_opt, loss, self.critic_params)
+            optimizer_step(self.critic_opt, loss, self.critic_params, cfg.grad_clip)
             self.critic_steps += 1
             losses.append(loss.item())
             td_abs += td.detach().abs().sum().item()
@@ -297,12 +303,6 @@ class ICQ(Algorithm):
         n = real.sum().item()
         return {"critic_loss": float(np.mean(losses)), "td_abs": td_abs / n,
                 "q_tot": q_tot_sum / n}
-
-    def _step(self, opt: torch.optim.Optimizer, loss: torch.Tensor, params) -> None:
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        nn.utils.clip_grad_norm_(params, self.config.grad_clip)
-        opt.step()
 
     def policy(self, greedy: bool = False, seed: int = 0) -> Policy:
         return ICQPolicy(self.nets, self.device, greedy, seed)

@@ -49,7 +49,7 @@ from torch import nn
 
 from marlbench.api import Algorithm, AlgorithmSpec, EnvInfo, Policy, hookimpl
 from marlbench.data import OfflineDataset, TransitionBatch
-from marlbench.nn import FixedNormalizer, agent_one_hot, mask_logits, mlp
+from marlbench.nn import FixedNormalizer, agent_inputs, mask_logits, mlp, optimizer_step
 from marlbench.policies import FeedForwardPolicy, soft_update
 
 
@@ -114,8 +114,7 @@ class OMARNets(nn.Module):
 
     def agent_inputs(self, obs: torch.Tensor) -> torch.Tensor:
         """obs [..., n, obs_dim] -> [..., n, obs_dim + n] (scaled obs, one-hot id)."""
-        x = self.obs_norm(obs) if self.cfg.normalize_obs else obs
-        return torch.cat([x, agent_one_hot(self.n, x.shape[:-2], x.device)], -1)
+        return agent_inputs(obs, self.obs_norm if self.cfg.normalize_obs else None)
 
 
 def search_action(q: torch.Tensor, avail: torch.Tensor, cfg: OMARConfig,
@@ -204,19 +203,14 @@ class OMAR(Algorithm):
         self.nets.train()
         b = self.data.transitions(cfg.batch_size, self.rng, self.device)
         critic = self.critic_loss(b)
-        self._step(self.critic_opt, critic["critic_loss"], self.critic_params)
+        optimizer_step(self.critic_opt, critic["critic_loss"], self.critic_params, cfg.grad_clip)
         actor = self.actor_loss(b)  # on the updated critic, as in the authors' code
-        self._step(self.actor_opt, actor["actor_loss"], self.nets.actor.parameters())
+        optimizer_step(self.actor_opt, actor["actor_loss"], self.nets.actor.parameters(),
+                       cfg.grad_clip)
         soft_update(self.target, self.nets, self.config.tau)
         metrics = {k: v.item() for k, v in {**critic, **actor}.items()}
         metrics["loss"] = metrics["critic_loss"] + metrics["actor_loss"]
         return metrics
-
-    def _step(self, opt: torch.optim.Optimizer, loss: torch.Tensor, params) -> None:
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        nn.utils.clip_grad_norm_(params, self.config.grad_clip)
-        opt.step()
 
     def policy(self, greedy: bool = False, seed: int = 0) -> Policy:
         nets = self.nets

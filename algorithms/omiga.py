@@ -34,7 +34,7 @@ from torch import nn
 
 from marlbench.api import Algorithm, AlgorithmSpec, EnvInfo, Policy, hookimpl
 from marlbench.data import OfflineDataset, TransitionBatch
-from marlbench.nn import FixedNormalizer, agent_one_hot, mask_logits, mlp
+from marlbench.nn import FixedNormalizer, agent_inputs, mask_logits, mlp, optimizer_step
 from marlbench.nn.mixer import LinearMixer
 from marlbench.policies import FeedForwardPolicy, soft_update
 
@@ -90,8 +90,7 @@ class OMIGANets(nn.Module):
 
     def agent_inputs(self, obs: torch.Tensor) -> torch.Tensor:
         """obs [..., n, obs_dim] -> [..., n, obs_dim + n] (scaled obs, one-hot id)."""
-        x = self.obs_norm(obs) if self.cfg.normalize_obs else obs
-        return torch.cat([x, agent_one_hot(self.n, x.shape[:-2], x.device)], -1)
+        return agent_inputs(obs, self.obs_norm if self.cfg.normalize_obs else None)
 
     def state_inputs(self, state: torch.Tensor) -> torch.Tensor:
         return self.state_norm(state) if self.cfg.normalize_obs else state
@@ -115,19 +114,19 @@ class OMIGA(Algorithm):
         self.v_opt = torch.optim.Adam(self.nets.v.parameters(), lr=lr)
         self.actor_opt = torch.optim.Adam(self.nets.actor.parameters(), lr=lr)
 
-    def losses(self, b: TransitionBatch) -> dict[str, torch.Tensor]:
+    def losses(self, batch: TransitionBatch) -> dict[str, torch.Tensor]:
         """The three OMIGA losses on a batch of joint transitions (see the module docstring)."""
         cfg, nets, target = self.config, self.nets, self.target
-        x, x_next = nets.agent_inputs(b.obs), nets.agent_inputs(b.next_obs)
-        s, s_next = nets.state_inputs(b.state), nets.state_inputs(b.next_state)
-        a = b.actions.unsqueeze(-1)
+        x, x_next = nets.agent_inputs(batch.obs), nets.agent_inputs(batch.next_obs)
+        s, s_next = nets.state_inputs(batch.state), nets.state_inputs(batch.next_state)
+        a = batch.actions.unsqueeze(-1)
 
         # Critic: global TD target through the target mixer and the target local values.
         q_taken = nets.q(x).gather(-1, a).squeeze(-1)  # [B, n]
         with torch.no_grad():
-            w_next, b_next = target.mixer.weights_and_bias(s_next)
-            v_next_tot = (w_next * target.v(x_next).squeeze(-1)).sum(-1) + b_next
-            y = b.rewards + cfg.gamma * (1.0 - b.terminated.float()) * v_next_tot
+            w_next, bias_next = target.mixer.weights_and_bias(s_next)
+            v_next_tot = (w_next * target.v(x_next).squeeze(-1)).sum(-1) + bias_next
+            y = batch.rewards + cfg.gamma * (1.0 - batch.terminated.float()) * v_next_tot
         q_loss = F.mse_loss(nets.mixer(q_taken, s), y)
 
         # Value: the global regulariser's dual, split over agents by the target mixer weights.
@@ -142,7 +141,7 @@ class OMIGA(Algorithm):
         v_loss = (torch.exp(z - shift) + torch.exp(-shift) * wv / cfg.alpha).mean()
 
         # Policy: behaviour cloning weighted by exp(z_i).
-        logp = F.log_softmax(mask_logits(nets.actor(x), b.avail), -1).gather(-1, a).squeeze(-1)
+        logp = F.log_softmax(mask_logits(nets.actor(x), batch.avail), -1).gather(-1, a).squeeze(-1)
         weight = torch.exp(z).detach()
         actor_loss = -(weight * logp).mean()
         return {"q_loss": q_loss, "v_loss": v_loss, "actor_loss": actor_loss,
@@ -151,17 +150,13 @@ class OMIGA(Algorithm):
     def update(self) -> dict[str, float]:
         cfg = self.config
         self.nets.train()
-        b = self.data.transitions(cfg.batch_size, self.rng, self.device)
-        out = self.losses(b)
+        out = self.losses(self.data.transitions(cfg.batch_size, self.rng, self.device))
         # Separate optimisers, as in the authors' trainer: the losses share no parameters.
         steps = ((self.actor_opt, out["actor_loss"], self.nets.actor.parameters()),
                  (self.q_opt, out["q_loss"], self.q_params),
                  (self.v_opt, out["v_loss"], self.nets.v.parameters()))
         for opt, loss, params in steps:
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-            opt.step()
+            optimizer_step(opt, loss, params, cfg.grad_clip)
         soft_update(self.target, self.nets, self.config.tau)
         metrics = {k: v.item() for k, v in out.items()}
         metrics["loss"] = metrics["q_loss"] + metrics["v_loss"] + metrics["actor_loss"]
