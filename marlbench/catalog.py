@@ -59,6 +59,8 @@ def collect_dataset(reg: Registry, spec: EnvSpec, quality: str, *, episodes: int
                 return path, read_card(path)
             raise DatasetError(f"{path} already exists (use --overwrite to replace it)")
         remove_dead_tmp(path)
+        reporter.info(f"collecting {spec.name}/{quality} ({episodes} episodes, seed {seed}) "
+                      f"into {path}")
         refs = reference_returns(reg, spec, reporter)
         card = _collect.collect(spec, recipe.make_behaviour(spec), quality=quality,
                                 episodes=episodes, seed=seed, path=path, reporter=reporter,
@@ -100,7 +102,6 @@ def resolve_dataset(reg: Registry, spec: EnvSpec, dataset: str, *,
                                [*recipes, *existing])
     if not collect:
         return name, path
-    reporter.info(f"dataset {spec.name}/{name} not found: collecting it into {path}")
     collect_dataset(reg, spec, parsed.quality, episodes=parsed.episodes, seed=parsed.seed,
                     out=path, reporter=reporter, reuse=True)
     return name, path
