@@ -169,6 +169,15 @@ def test_finetune_cli_end_to_end(offline_run):
     assert scratch["init"] == "scratch"
     res = invoke(*args)
     assert res.exit_code == 1 and "already exist" in res.output
+    # Fig. 2 from the tool: both curves, as a figure and as data
+    out = root.parent / "report"
+    res = invoke("compare", str(root), "--out", str(out), "--reps", "100")
+    assert res.exit_code == 0, res.output
+    lines = (out / "online_curves.csv").read_text().splitlines()
+    curve = [r for r in lines[1:] if ",mads4+ft," in r]
+    assert [r.split(",")[4] for r in curve] == ["500", "1000"]
+    assert any(",mads4+scratch," in r for r in lines)
+    assert (out / "online_curves.png").stat().st_size > 0
 
 
 def _one_line_error(res, *needles):

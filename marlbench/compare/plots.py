@@ -4,6 +4,9 @@ per_task.png             mean return per task and algorithm, 95% t-interval over
 aggregate.png            IQM / mean / median / optimality gap with bootstrap intervals
 performance_profile.png  fraction of runs above each normalised score, with bootstrap bands
 training_curves.png      training loss per task: mean over seeds, band from min to max
+online_curves.png        online learning curves (return of the training rollouts vs env steps)
+                         of online runs, e.g. MADS4 fine-tuned vs from scratch (the MADS4
+                         paper's Fig. 2): mean over seeds, band ± one standard deviation
 """
 
 from __future__ import annotations
@@ -28,7 +31,8 @@ DPI = 120
 def write_plots(comp: Comparison, out: Path) -> list[tuple[str, str]]:
     """Write every figure that has data into `out`; returns (file name, caption) pairs."""
     written = [("per_task.png", _per_task(comp, out / "per_task.png")),
-               ("training_curves.png", _training_curves(comp, out / "training_curves.png"))]
+               ("training_curves.png", _training_curves(comp, out / "training_curves.png")),
+               ("online_curves.png", online_curves(comp, out / "online_curves.png"))]
     if comp.aggregates:
         written += [("aggregate.png", _aggregate(comp, out / "aggregate.png")),
                     ("performance_profile.png", _profile(comp, out / "performance_profile.png"))]
@@ -139,3 +143,32 @@ def _training_curves(comp: Comparison, path: Path) -> str:
     axes.flat[0].legend(fontsize="small")
     _save(fig, path)
     return "Training loss (mean over seeds, band: min to max)"
+
+
+def online_curves(comp: Comparison, path: Path) -> str:
+    """Fig. 2 of the MADS4 paper for any online runs: per task, each algorithm's return of its
+    training rollouts against env steps, mean over seeds with a ± 1 std band."""
+    from marlbench.compare.results import learning_curves
+
+    curves = learning_curves(comp.results.runs)
+    if not curves:
+        return ""
+    colours, tasks = _colours(comp), sorted({c.task for c in curves})
+    cols = min(3, len(tasks))
+    rows = math.ceil(len(tasks) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.6 * cols, 3.2 * rows), squeeze=False)
+    for ax, task in zip(axes.flat, tasks):
+        for c in (c for c in curves if c.task == task):
+            x, m, s = np.array(c.env_steps), np.array(c.mean), np.array(c.std)
+            colour = colours.get(c.algo)
+            ax.plot(x, m, label=f"{c.algo} ({c.seeds} seeds)", color=colour)
+            ax.fill_between(x, m - s, m + s, color=colour, alpha=0.2)
+        ax.set_title(task, fontsize="medium")
+        ax.set_xlabel("environment steps")
+        ax.set_ylabel("return (training rollouts)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize="small")
+    for ax in list(axes.flat)[len(tasks):]:
+        ax.set_visible(False)
+    _save(fig, path)
+    return "Online learning curves: return of the training rollouts (mean over seeds, ± 1 std)"

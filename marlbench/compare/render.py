@@ -377,3 +377,20 @@ def _simple_table(title: str, header: Sequence[str], rows: Sequence[Sequence[str
     for r in rows:
         t.add_row(*r)
     return t
+
+
+def online_curves_csv(comp: Comparison) -> str:
+    """The online learning curves (`online_curves.png`) as rows: task, algo, seeds, point,
+    env_steps, mean and std of the training-rollout return; empty without online runs."""
+    from marlbench.compare.results import learning_curves
+
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    curves = learning_curves(comp.results.runs)
+    if not curves:
+        return ""
+    w.writerow(["task", "algo", "seeds", "point", "env_steps", "return_mean", "return_std"])
+    for c in curves:
+        for i, (x, m, sd) in enumerate(zip(c.env_steps, c.mean, c.std)):
+            w.writerow([c.task, c.algo, c.seeds, i + 1, f"{x:g}", f"{m:.6g}", f"{sd:.6g}"])
+    return buf.getvalue()

@@ -18,6 +18,7 @@ LEADERBOARD = "leaderboard.md"
 # reproduces the runs uses their own folders (and committed reports name no local paths).
 _LOCAL_OPTIONS = {"run": {"--datasets", "--results"},
                   "sweep": {"--datasets-root", "--results"},
+                  "finetune": {"--results"},
                   "compare": set()}
 _LOCAL_FLAGS = {"-q", "--quiet"}
 
@@ -62,6 +63,9 @@ def write_report(comp: Comparison, out: Path | str, compare_command: str,
         "comparison.json": render.to_json(comp),
         "marl_eval.json": json.dumps(render.to_marl_eval(comp), indent=2) + "\n",
     }
+    curves = render.online_curves_csv(comp)
+    if curves:  # online runs (MADS4 fine-tuning, MAPPO): their learning curves as data
+        files["online_curves.csv"] = curves
     for name, text in files.items():
         write_text(out / name, text)
     return [out / name for name in files] + [out / name for name, _ in figures]

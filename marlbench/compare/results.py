@@ -132,3 +132,46 @@ def _select(runs: list[RunRecord], envs, algos, datasets) -> list[RunRecord]:
     if not kept:
         raise MarlbenchError("no runs match the filters (--envs, --algos, --datasets together)")
     return kept
+
+
+ONLINE_METRIC = "train_return"  # online runs (MAPPO, MADS4 fine-tuning) log their rollouts' return
+
+
+@dataclass(frozen=True)
+class LearningCurve:
+    """An online learning curve of one (task, algorithm) over its seeds: mean and standard
+    deviation of `metric` at each logged point (the MADS4 paper's Fig. 2: "mean and standard
+    deviations of average returns ... over 5 independent runs")."""
+
+    task: str
+    algo: str
+    env_steps: tuple[float, ...]  # mean over seeds of the env steps at each point
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    seeds: int
+
+
+def learning_curves(runs: Sequence[RunRecord], metric: str = ONLINE_METRIC
+                    ) -> list[LearningCurve]:
+    """One curve per (task, algo) whose runs logged `metric` with `env_steps`, cut to the
+    shortest run of the group (runs of one cell share a budget)."""
+    groups: dict[tuple[str, str], list[list[tuple[float, float]]]] = {}
+    for run in runs:
+        rows = [json.loads(line) for line in
+                (run.path / "metrics.jsonl").read_text().splitlines() if line.strip()]
+        points = [(r["env_steps"], r[metric]) for r in rows
+                  if metric in r and "env_steps" in r]
+        if points:
+            groups.setdefault((run.task, run.algo), []).append(points)
+    curves = []
+    for (task, algo), series in sorted(groups.items()):
+        length = min(len(s) for s in series)
+        x = [[p[0] for p in s[:length]] for s in series]
+        y = [[p[1] for p in s[:length]] for s in series]
+        xs = [sum(col) / len(col) for col in zip(*x)]
+        means = [sum(col) / len(col) for col in zip(*y)]
+        stds = [(sum((v - m) ** 2 for v in col) / len(col)) ** 0.5
+                for col, m in zip(zip(*y), means)]
+        curves.append(LearningCurve(task, algo, tuple(xs), tuple(means), tuple(stds),
+                                    len(series)))
+    return curves
