@@ -3,6 +3,15 @@
 Everything a plugin author needs is importable from here: the hook marker, the specs a plugin
 returns from its hooks, and the base classes for environments, behaviour policies, algorithms
 and policies. The host never looks inside a plugin beyond these.
+
+The helpers the built-in algorithms share are importable from here too (loaded on first use,
+so an environment plugin never pays for torch): `FeedForwardPolicy` (a memoryless policy from a
+logits function), `mask_logits` (unavailable actions out of the softmax), `select_actions`
+(seeded sampling or argmax over the available actions), `agent_one_hot` / `agent_inputs`
+(agent ids for a network shared by the agents), `choice_mask` (steps where an agent had a
+choice), `optimizer_step` (a clipped gradient step), `target_return` / `return_to_go_scale`
+(return conditioning), `FixedNormalizer`, `mlp`, `soft_update`, and `validate_config` (checks
+a config's numeric fields by their meaning; call it from the config's `__post_init__`).
 """
 
 from __future__ import annotations
@@ -20,7 +29,22 @@ from marlbench.spaces import EnvInfo  # re-exported: part of the plugin contract
 if TYPE_CHECKING:  # imported lazily: env plugins should not pay for torch
     import torch
 
+    # The helpers at the end of this module, for type checkers (`__getattr__` imports them).
+    from marlbench.config import validate_config  # noqa: F401
     from marlbench.data.dataset import OfflineDataset
+    from marlbench.nn import (  # noqa: F401
+        FixedNormalizer,
+        agent_inputs,
+        agent_one_hot,
+        choice_mask,
+        mask_logits,
+        mlp,
+        optimizer_step,
+        return_to_go_scale,
+        select_actions,
+        target_return,
+    )
+    from marlbench.policies import FeedForwardPolicy, soft_update  # noqa: F401
 
 hookimpl = pluggy.HookimplMarker("marlbench")
 
@@ -269,3 +293,30 @@ class RunContext:
     seed: int
     out_dir: Any  # pathlib.Path of the run's (staging) folder
     config: Mapping[str, Any]
+
+
+# ---------------------------------------------------------------------------------------------
+# Helpers for algorithm plugins (torch), imported on first use
+# ---------------------------------------------------------------------------------------------
+
+_HELPERS = {
+    **dict.fromkeys(("FixedNormalizer", "agent_inputs", "agent_one_hot", "choice_mask",
+                     "mask_logits", "mlp", "optimizer_step", "return_to_go_scale",
+                     "select_actions", "target_return"), "marlbench.nn"),
+    **dict.fromkeys(("FeedForwardPolicy", "soft_update"), "marlbench.policies"),
+    "validate_config": "marlbench.config",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _HELPERS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(_HELPERS[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_HELPERS})

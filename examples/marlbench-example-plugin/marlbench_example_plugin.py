@@ -3,6 +3,10 @@
 Install it next to marlbench (``pip install ./examples/marlbench-example-plugin``) and
 ``marlbench run --algo linear-bc --env rware-tiny-2ag`` works: marlbench finds it through the
 ``marlbench`` entry-point group declared in this package's pyproject.toml.
+
+What a plugin author writes: a config dataclass (with `steps`, the default budget), the model,
+the loss and update, and a policy; the helpers (agent ids, action masking, the optimiser
+step, seeded sampling in `FeedForwardPolicy`, config checks) come from `marlbench.api`.
 """
 
 from __future__ import annotations
@@ -14,7 +18,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from marlbench.api import Algorithm, AlgorithmSpec, Policy, hookimpl
+from marlbench.api import (
+    Algorithm,
+    AlgorithmSpec,
+    FeedForwardPolicy,
+    agent_inputs,
+    hookimpl,
+    mask_logits,
+    optimizer_step,
+    validate_config,
+)
 
 
 @dataclass
@@ -24,8 +37,7 @@ class LinearBCConfig:
     steps: int = 2000
 
     def __post_init__(self):
-        if self.lr <= 0 or self.batch_size <= 0 or self.steps <= 0:
-            raise ValueError("lr, batch_size and steps must be positive")
+        validate_config(self)  # lr, batch_size, steps: positive (by their names)
 
 
 class LinearBC(Algorithm):
@@ -37,10 +49,8 @@ class LinearBC(Algorithm):
         super().__init__(config, env, device, seed)
         self.net = nn.Linear(env.obs_dim + env.n_agents, env.n_actions).to(device)
 
-    def _logits(self, obs: torch.Tensor, avail: torch.Tensor) -> torch.Tensor:
-        ids = torch.eye(self.env.n_agents, device=obs.device).expand(*obs.shape[:-1],
-                                                                       self.env.n_agents)
-        return self.net(torch.cat([obs, ids], -1)).masked_fill(~avail, -1e9)
+    def logits(self, obs: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
+        return self.net(agent_inputs(obs))  # [..., n, A]
 
     def setup(self, data):
         self.data, self.rng = data, np.random.default_rng(self.seed)
@@ -48,35 +58,16 @@ class LinearBC(Algorithm):
 
     def update(self):
         b = self.data.transitions(self.config.batch_size, self.rng, self.device)
-        logits = self._logits(b.obs, b.avail)
+        logits = mask_logits(self.logits(b.obs, b.state), b.avail)
         loss = F.cross_entropy(logits.flatten(0, -2), b.actions.flatten())
-        self.opt.zero_grad()
-        loss.backward()
-        self.opt.step()
+        optimizer_step(self.opt, loss, self.net.parameters())
         return {"loss": loss.item()}
 
-    def policy(self, greedy=False, seed=0) -> Policy:
-        return LinearPolicy(self, greedy, seed)
+    def policy(self, greedy=False, seed=0):
+        return FeedForwardPolicy(self.net, self.logits, self.device, greedy, seed)
 
     def modules(self):
         return {"net": self.net}
-
-
-class LinearPolicy(Policy):
-    def __init__(self, algo: LinearBC, greedy: bool, seed: int):
-        self.algo, self.greedy = algo, greedy
-        self.gen = torch.Generator().manual_seed(seed)
-
-    def reset(self, n_envs):
-        pass  # memoryless
-
-    @torch.inference_mode()
-    def act(self, obs, state, avail):
-        logits = self.algo._logits(torch.as_tensor(obs), torch.as_tensor(avail))
-        if self.greedy:
-            return logits.argmax(-1).numpy()
-        probs = torch.softmax(logits, -1).reshape(-1, logits.shape[-1])
-        return torch.multinomial(probs, 1, generator=self.gen).reshape(logits.shape[:-1]).numpy()
 
 
 @hookimpl

@@ -3,6 +3,7 @@ optimiser step and the return-conditioning rule (one of each, shared by the algo
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 
 import torch
@@ -72,9 +73,10 @@ def agent_inputs(obs: torch.Tensor, normalizer: nn.Module | None = None) -> torc
 
 
 def optimizer_step(opt: torch.optim.Optimizer, loss: torch.Tensor,
-                   params: Iterable[torch.Tensor], max_norm: float) -> torch.Tensor:
+                   params: Iterable[torch.Tensor], max_norm: float = math.inf) -> torch.Tensor:
     """One gradient step on `loss`: clear the gradients, backpropagate, clip the gradient of
-    `params` to global norm `max_norm`, step. Returns the norm before clipping (a tensor)."""
+    `params` to global norm `max_norm` (default: no clipping), step. Returns the norm before
+    clipping (a tensor)."""
     opt.zero_grad(set_to_none=True)
     loss.backward()
     norm = nn.utils.clip_grad_norm_(params, max_norm)
