@@ -120,7 +120,7 @@ def test_two_sweeps_needing_the_same_missing_dataset_collect_it_once(tmp_path, d
             "--results", str(tmp_path / "r")]
     procs = [_spawn(args), _spawn(args)]
     outs = [p.communicate(timeout=300) for p in procs]
-    for p, (out, err) in zip(procs, outs):
+    for p, (_, err) in zip(procs, outs):
         assert p.returncode == 0, err[-2000:]
     collected = [f"collecting {ENV}/poor" in err for _, err in outs]
     assert collected.count(True) == 1, [err for _, err in outs]

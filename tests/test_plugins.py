@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 import textwrap
@@ -104,3 +105,154 @@ def test_unknown_task_of_a_known_family_lists_that_family(reg):
     with pytest.raises(UnknownNameError, match="Available: .*smax-3m.*smax-6h_vs_8z") as e:
         reg.environment("smax-5m_vs_7m")
     assert "rware-" not in str(e.value).split("Available:")[1]
+
+
+# -- name clashes, failures reported once, piped listing ------------------------------------------
+
+
+def _shadowing_distribution(root: Path) -> None:
+    """A third-party package whose entry point reuses the built-in name 'bc', and whose other
+    entry point registers an algorithm called 'bc' again."""
+    _fake_distribution(root, "shadow-plugin", """
+        [marlbench]
+        bc = shadow_bc
+        shadow = shadow_alg
+        """, {
+        "shadow_bc": """
+            from marlbench.api import hookimpl
+            @hookimpl
+            def marlbench_algorithms():
+                raise AssertionError("a shadowing entry point must not be loaded")
+            """,
+        "shadow_alg": """
+            from marlbench.api import AlgorithmSpec, hookimpl
+            from marlbench.algorithms.bc import BC
+            @hookimpl
+            def marlbench_algorithms():
+                return [AlgorithmSpec(name="bc", cls=BC, description="impostor")]
+            """,
+    })
+
+
+def test_builtin_names_win_over_third_party_entry_points_found_first(tmp_path, monkeypatch):
+    _shadowing_distribution(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))  # found before the installed marlbench
+    reg = build_registry()
+    spec, origin = reg.algorithms["bc"]
+    assert origin.builtin and spec.description != "impostor"
+    errors = [f.error for f in reg.failures if f.distribution == "shadow-plugin 0.1"]
+    version = origin.distribution  # "marlbench <version>"
+    assert f"entry point 'bc' of shadow-plugin 0.1 clashes with 'bc' of {version}" in errors[0]
+    assert f"'bc' from shadow-plugin 0.1 clashes with 'bc' from {version}" in errors[1]
+    assert len(errors) == 2
+
+
+def _broken_distribution(root: Path, name: str) -> None:
+    _fake_distribution(root, name, """
+        [marlbench]
+        broken = broken_mod
+        """, {"broken_mod": "import does_not_exist_anywhere\n"})
+
+
+@pytest.fixture
+def fresh_registry():
+    """The CLI's process-wide registry rebuilt for this test (and again after it)."""
+    from marlbench.plugins import registry
+
+    registry.cache_clear()
+    yield
+    registry.cache_clear()
+
+
+def test_a_broken_plugin_is_reported_once_per_command(tmp_path, monkeypatch, fresh_registry):
+    from click.testing import CliRunner
+
+    from marlbench.cli import main
+
+    _broken_distribution(tmp_path, "broken-plugin")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    for argv in (["run", "--algo", "bcx", "--env", "rware-tiny-2ag"], ["options", "bc"]):
+        res = CliRunner().invoke(main, argv)
+        assert res.stderr.count("does_not_exist_anywhere") == 1, res.stderr
+
+
+def test_plugins_listing_is_not_cut_when_piped(tmp_path, monkeypatch, fresh_registry):
+    from click.testing import CliRunner
+
+    from marlbench.cli import main
+
+    name = "a-third-party-distribution-with-a-long-name"
+    _broken_distribution(tmp_path, name)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delenv("COLUMNS")  # a pipe: no terminal, no width
+    res = CliRunner().invoke(main, ["plugins"])
+    assert res.exit_code == 0
+    assert f"{name} 0.1" in res.stdout  # on one line, not folded at 80 columns
+    assert "multi-agent decision transformer: shared GPT over (return-to-go, obs, action) " \
+           "tokens" in res.stdout
+
+
+# -- the plugin contract, checked by the runner --------------------------------------------------
+
+
+def _contract_breakers():
+    from marlbench.algorithms.bc import BC, BCConfig
+
+    class NoSuper(BC):
+        def __init__(self, config, env, device, seed):  # forgets super().__init__
+            self.cfg = config
+
+    @dataclasses.dataclass
+    class NoStepsConfig:
+        lr: float = 1e-3
+
+    class NoSteps(BC):
+        Config = NoStepsConfig
+
+    class NoLoss(BC):
+        def update(self):
+            return {"accuracy": 1.0}
+
+    class WrongShape(BC):
+        def policy(self, greedy=False, seed=0):
+            inner = super().policy(greedy, seed)
+
+            class Flat(type(inner)):
+                def act(self, obs, state, avail):
+                    return inner.act(obs, state, avail).reshape(-1)  # [B*n], not [B, n]
+
+            flat = Flat.__new__(Flat)
+            flat.__dict__ = inner.__dict__
+            return flat
+
+    assert BCConfig  # the others inherit BC's config
+    algos = {"no-super": NoSuper, "no-steps": NoSteps, "no-loss": NoLoss,
+             "wrong-shape": WrongShape}
+    plugin = types.SimpleNamespace(marlbench_algorithms=hookimpl(
+        lambda: [AlgorithmSpec(name=n, cls=c) for n, c in algos.items()]))
+    return build_registry(extra_plugins=[("breakers", plugin)])
+
+
+@pytest.mark.parametrize("algo, rule", [
+    ("no-super", "NoSuper.__init__ of 'no-super' must call super().__init__(config, env, "
+                 "device, seed)"),
+    ("no-steps", "NoStepsConfig (config of 'no-steps') has no `steps` field"),
+    ("no-loss", "NoLoss.update() of 'no-loss' must return a mapping of scalar metrics that "
+                "includes 'loss'"),
+    ("wrong-shape", "act of 'wrong-shape' must return integer actions of shape [B, n_agents] "
+                    "= [1, 2] (marlbench.api.Policy.act); got int64 of shape [2]"),
+])
+def test_contract_violations_fail_naming_the_contract(algo, rule, tmp_path, datasets_root,
+                                                      tiny_expert):
+    from marlbench.errors import ContractError
+    from marlbench.runner import RunRequest, run
+
+    reg = _contract_breakers()
+    steps = None if algo == "no-steps" else 2
+    req = RunRequest(algo=algo, env="rware-tiny-2ag", dataset="expert-4ep", steps=steps,
+                     eval_episodes=1, eval_parallel=1, results_root=tmp_path / "r",
+                     datasets_root=datasets_root)
+    with pytest.raises(ContractError) as e:
+        run(req, reg=reg)
+    assert str(e.value).startswith("plugin contract: ") and rule in str(e.value)
+    assert not list((tmp_path / "r").rglob("run.json"))

@@ -147,3 +147,24 @@ def test_killed_worker_and_killed_sweep_resume_with_each_cell_once(tmp_path, tin
     summary = json.loads((algo_dir / "seed-2" / "run.json").read_text())
     assert " sweep --algos bc --envs" in summary["command"]
     assert summary["torch_threads"] == 1
+
+
+def test_io_failures_are_recorded_per_cell_and_the_summary_still_prints(tmp_path, tiny_expert):
+    """A cell that cannot take its lock (a folder is in the way) fails with one line naming the
+    path; its error record cannot be written either (also a folder): the sweep warns, runs the
+    other cell and prints its summary."""
+    results = tmp_path / "r"
+    algo_dir = results / ENV / DATA / "bc"
+    (algo_dir / ".seed-0.lock").mkdir(parents=True)
+    (algo_dir / "seed-0.error.json").mkdir()
+    res = CliRunner().invoke(main, [
+        "sweep", "--algos", "bc", "--envs", ENV, "--datasets", DATA, "--seeds", "0-1",
+        "--steps", "2", "--eval-episodes", "1", "--eval-parallel", "1", "--jobs", "2",
+        "--results", str(results), "-q"])
+    assert res.exit_code == 1 and "Traceback" not in res.output, res.output
+    assert "sweep: 1 done, 1 failed, 0 skipped" in res.stdout
+    assert "failed" in res.stdout and "cannot open the lock file" in res.stdout  # the table
+    assert f"seed 0 failed: cannot open the lock file {algo_dir / '.seed-0.lock'}" in res.stderr
+    assert f"cannot write the error record {algo_dir / 'seed-0.error.json'}" in res.stderr
+    assert res.stderr.splitlines()[-1].startswith("error: 1 of 2 cells failed")
+    assert is_complete(algo_dir / "seed-1") and not is_complete(algo_dir / "seed-0")
