@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from marlbench.api import Algorithm, AlgorithmSpec, EnvInfo, Policy, hookimpl
+from marlbench.api import Algorithm, AlgorithmSpec, EnvInfo, Policy, hookimpl, validate_config
 from marlbench.data import OfflineDataset, TransitionBatch
 from marlbench.nn import (
     FixedNormalizer,
@@ -52,11 +52,7 @@ class BCConfig:
     normalize_obs: bool = True  # RWARE coordinates reach 20 while other features are 0/1
 
     def __post_init__(self):
-        for name in ("hidden", "layers", "batch_size", "steps"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
-        if self.lr <= 0:
-            raise ValueError(f"lr must be positive, got {self.lr}")
+        validate_config(self)  # every numeric field by its meaning (marlbench.config)
 
 
 class BCNet(nn.Module):

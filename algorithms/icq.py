@@ -47,14 +47,14 @@ Departures from the authors' code, each for a stated reason:
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from marlbench.api import Algorithm, AlgorithmSpec, EnvInfo, Policy, hookimpl
+from marlbench.api import Algorithm, AlgorithmSpec, EnvInfo, Policy, hookimpl, validate_config
 from marlbench.data import OfflineDataset, TrajectoryBatch
 from marlbench.nn import (
     FixedNormalizer,
@@ -75,7 +75,8 @@ class ICQConfig:
     mixer_hidden: int = 32  # config/algs/offpg_smac.yaml mixing_embed_dim: 32
     gamma: float = 0.99  # config/default.yaml gamma
     td_lambda: float = 0.75  # utils/rl_utils.py sets td_lambda = 0.75 (overriding the yaml)
-    beta: float = 0.1  # learners/offpg_learner.py train(): beta = 0.1 (actor temperature)
+    # learners/offpg_learner.py train(): beta = 0.1 (actor temperature; a divisor, so > 0)
+    beta: float = field(default=0.1, metadata={"check": "positive"})
     beta_q: float = 1000.0  # offpg_learner.py train_critic(): beta = 1000 (critic temperature)
     actor_lr: float = 5e-4  # offpg_smac.yaml lr
     critic_lr: float = 1e-4  # offpg_smac.yaml critic_lr (critic and mixer)
@@ -97,16 +98,7 @@ class ICQConfig:
     normalize_obs: bool = True  # RWARE coordinates reach 20 while other features are 0/1
 
     def __post_init__(self):
-        for name in ("rnn_hidden", "critic_hidden", "mixer_hidden", "batch_size", "steps",
-                     "target_update_interval", "critic_slice"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
-        for name in ("beta", "beta_q", "actor_lr", "critic_lr", "grad_clip", "rms_eps"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
-        if not 0 <= self.gamma <= 1 or not 0 <= self.td_lambda <= 1:
-            raise ValueError(f"need 0 <= gamma, td_lambda <= 1, got {self.gamma}, "
-                             f"{self.td_lambda}")
+        validate_config(self)  # every numeric field by its meaning (marlbench.config)
 
 
 class RecurrentActor(nn.Module):

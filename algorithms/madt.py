@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from marlbench.api import Algorithm, AlgorithmSpec, EnvInfo, Policy, hookimpl
+from marlbench.api import Algorithm, AlgorithmSpec, EnvInfo, Policy, hookimpl, validate_config
 from marlbench.data import OfflineDataset, TrajectoryBatch
 from marlbench.nn import (
     TARGET_RETURN_SCALE,
@@ -89,17 +89,11 @@ class MADTConfig:
 
     def __post_init__(self):
         self.betas = tuple(self.betas)  # a list when read back from config.json
-        for name in ("dim", "layers", "heads", "mlp_ratio", "context", "batch_size", "steps"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        validate_config(self)  # every numeric field by its meaning (marlbench.config)
         if self.dim % self.heads:
             raise ValueError(f"dim ({self.dim}) must be divisible by heads ({self.heads})")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
-        if self.lr <= 0 or self.grad_clip <= 0 or self.weight_decay < 0:
-            raise ValueError("lr and grad_clip must be positive, weight_decay non-negative")
-        if len(self.betas) != 2 or not all(0.0 <= b < 1.0 for b in self.betas):
-            raise ValueError(f"betas must be two numbers in [0, 1), got {self.betas}")
+        if len(self.betas) != 2:
+            raise ValueError(f"betas must be two numbers, got {self.betas}")
 
 
 class MADTNet(nn.Module):

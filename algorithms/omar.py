@@ -47,7 +47,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from marlbench.api import Algorithm, AlgorithmSpec, EnvInfo, Policy, hookimpl
+from marlbench.api import Algorithm, AlgorithmSpec, EnvInfo, Policy, hookimpl, validate_config
 from marlbench.data import OfflineDataset, TransitionBatch
 from marlbench.nn import FixedNormalizer, agent_inputs, mask_logits, mlp, optimizer_step
 from marlbench.policies import FeedForwardPolicy, soft_update
@@ -87,17 +87,7 @@ class OMARConfig:
     normalize_obs: bool = True  # RWARE coordinates reach 20 while other features are 0/1
 
     def __post_init__(self):
-        for name in ("hidden", "layers", "batch_size", "steps", "omar_iters",
-                     "omar_num_samples"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
-        for name in ("lr", "grad_clip", "lse_temp", "omar_sigma"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
-        if self.cql_alpha < 0 or self.logit_reg < 0:
-            raise ValueError("cql_alpha and logit_reg must be >= 0")
-        if not 0 <= self.omar_coe <= 1 or not 0 <= self.gamma <= 1 or not 0 < self.tau <= 1:
-            raise ValueError("need 0 <= omar_coe <= 1, 0 <= gamma <= 1 and 0 < tau <= 1")
+        validate_config(self)  # every numeric field by its meaning (marlbench.config)
 
 
 class OMARNets(nn.Module):

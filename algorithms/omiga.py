@@ -25,14 +25,14 @@ needed to act (decentralised execution); the state feeds the mixer during traini
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from marlbench.api import Algorithm, AlgorithmSpec, EnvInfo, Policy, hookimpl
+from marlbench.api import Algorithm, AlgorithmSpec, EnvInfo, Policy, hookimpl, validate_config
 from marlbench.data import OfflineDataset, TransitionBatch
 from marlbench.nn import FixedNormalizer, agent_inputs, mask_logits, mlp, optimizer_step
 from marlbench.nn.mixer import LinearMixer
@@ -48,8 +48,8 @@ class OMIGAConfig:
     # reward ~0.06 per step) Q-value gaps between actions are ~0.4, so z = w(Q - V)/alpha
     # spreads by ~0.003 and the policy weights exp(z) stay within 0.95-1.03: OMIGA is then
     # close to behaviour cloning. z scales as 1/alpha (alpha = 0.1: spreads of ~0.3); kept at
-    # the authors' value.
-    alpha: float = 10.0
+    # the authors' value. A divisor, so > 0.
+    alpha: float = field(default=10.0, metadata={"check": "positive"})
     z_clip: float = 10.0  # trainer_omiga.py clamps z to [-10, 10] before exponentiating
     gamma: float = 0.99  # trainer_omiga.py TrainerConfig.gamma
     tau: float = 0.005  # TrainerConfig.tau: Polyak rate of every target network, per update
@@ -63,15 +63,7 @@ class OMIGAConfig:
     normalize_obs: bool = True  # RWARE coordinates reach 20 while other features are 0/1
 
     def __post_init__(self):
-        for name in ("hidden", "layers", "mixer_hidden", "batch_size", "steps"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
-        for name in ("alpha", "z_clip", "lr", "grad_clip"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
-        if not 0 <= self.gamma <= 1 or not 0 < self.tau <= 1:
-            raise ValueError(f"need 0 <= gamma <= 1 and 0 < tau <= 1, got {self.gamma}, "
-                             f"{self.tau}")
+        validate_config(self)  # every numeric field by its meaning (marlbench.config)
 
 
 class OMIGANets(nn.Module):

@@ -75,8 +75,8 @@ CASES = [
     ("run-set-inf", [*RUN, "--set", "grad_clip=inf"], 1, "grad_clip must be finite"),
     ("run-set-negative-clip", [*RUN, "--set", "grad_clip=-1"], 1, "grad_clip must be > 0"),
     ("run-set-zero-lr", [*RUN, "--set", "lr=0"], 1, "lr must be"),
-    ("run-set-zero-steps", [*RUN, "--set", "steps=0"], 1, "steps must be positive"),
-    ("run-set-zero-batch", [*RUN, "--set", "batch_size=0"], 1, "batch_size must be positive"),
+    ("run-set-zero-steps", [*RUN, "--set", "steps=0"], 1, "steps must be > 0"),
+    ("run-set-zero-batch", [*RUN, "--set", "batch_size=0"], 1, "batch_size must be > 0"),
     ("run-set-bad-bool", [*RUN, "--set", "use_state=maybe"], 1, "use_state expects bool"),
     ("run-set-gamma", ["run", "--algo", "omar", "--env", ENV, "--dataset", "expert-4ep", "-q",
                        "--set", "gamma=1.5"], 1, "gamma"),
@@ -177,6 +177,56 @@ CASES = [
     ("verify-missing-arg", ["datasets", "verify"], 2, "Missing argument 'TARGETS...'"),
     ("verify-name-typo", ["datasets", "verify", f"{ENV}/exprt-4ep"], 1,
      "Did you mean 'expert-4ep'"),
+    ("import-format-missing", ["datasets", "import", "{empty}", "--env", ENV], 2,
+     "Missing option '--format'"),
+    ("import-format-typo", ["datasets", "import", "{empty}", "--format", "pymarl-np", "--env",
+                            ENV], 1, "Did you mean 'pymarl-npy'"),
+    ("import-path-missing", ["datasets", "import", "{tmp}/nowhere", "--format", "pymarl-npy",
+                             "--env", ENV], 1, "is not a folder"),
+    ("import-path-incomplete", ["datasets", "import", "{empty}", "--format", "pymarl-npy",
+                                "--env", ENV], 1, "missing meta.json"),
+    ("import-madt-empty", ["datasets", "import", "{empty}", "--format", "madt", "--env", ENV],
+     1, "holds no episode files"),
+    ("import-env-missing", ["datasets", "import", "{empty}", "--format", "pymarl-npy"], 2,
+     "Missing option '--env'"),
+    ("import-env-unknown", ["datasets", "import", "{empty}", "--format", "pymarl-npy", "--env",
+                            "rware-tiny-2a"], 1, "unknown environment"),
+    ("export-format-typo", ["datasets", "export", "{expert}", "--format", "vault", "--out",
+                            "{tmp}/out"], 1, "Did you mean 'ogmarl-vault'"),
+    ("export-out-missing", ["datasets", "export", "{expert}", "--format", "ogmarl-vault"], 2,
+     "Missing option '--out'"),
+    ("export-target-typo", ["datasets", "export", f"{ENV}/exprt-4ep", "--format",
+                            "ogmarl-vault", "--out", "{tmp}/out"], 1, "Did you mean 'expert-4ep'"),
+    ("export-out-is-file", ["datasets", "export", "{expert}", "--format", "ogmarl-vault",
+                            "--out", "{file}"], 1, "a file is in the way"),
+    # --- finetune -------------------------------------------------------------------------------
+    ("finetune-from-missing", ["finetune"], 2, "Missing option '--from'"),
+    ("finetune-from-nowhere", ["finetune", "--from", "{tmp}/nowhere"], 1,
+     "does not exist or is not a folder"),
+    ("finetune-from-file", ["finetune", "--from", "{file}"], 1, "is not a folder"),
+    ("finetune-from-incomplete", ["finetune", "--from", "{empty}"], 1,
+     "is not a complete run"),
+    ("finetune-from-not-mads4", ["finetune", "--from", "{bc_run}"], 1, "bc"),
+    ("finetune-env-mismatch", ["finetune", "--from", "{mads4_run}", "--env", "rware-tiny-4ag"],
+     1, "rware-tiny-4ag"),
+    ("finetune-set-fixed", ["finetune", "--from", "{mads4_run}", "--set", "source=x"], 1,
+     "set by --from"),
+    ("finetune-set-nan", ["finetune", "--from", "{mads4_run}", "--set", "actor_lr=nan", "-q"], 1,
+     "must be finite"),
+    ("finetune-steps-zero", ["finetune", "--from", "{mads4_run}", "--steps", "0", "-q"], 1,
+     "--steps must be a positive integer"),
+    ("finetune-eval-episodes-zero", ["finetune", "--from", "{mads4_run}", "--eval-episodes",
+                                     "0", "-q"], 1, "--eval-episodes must be a positive"),
+    ("finetune-eval-parallel-zero", ["finetune", "--from", "{mads4_run}", "--eval-parallel",
+                                     "0", "-q"], 1, "--eval-parallel must be a positive"),
+    ("finetune-threads-zero", ["finetune", "--from", "{mads4_run}", "--threads", "0", "-q"], 1,
+     "--threads must be a positive integer"),
+    ("finetune-seed-negative", ["finetune", "--from", "{mads4_run}", "--seed", "-1", "-q"], 1,
+     "--seed must be a non-negative integer"),
+    ("finetune-device-unknown", ["finetune", "--from", "{mads4_run}", "--device", "tpu9", "-q"],
+     1, "invalid --device 'tpu9'"),
+    ("finetune-results-is-file", ["finetune", "--from", "{mads4_run}", "--results", "{file}",
+                                  "-q"], 1, "cannot write the results folder"),
     # --- options --------------------------------------------------------------------------------
     ("options-missing-arg", ["options"], 2, "Missing argument 'ALGO'"),
     ("options-unknown", ["options", "bcc"], 1, "Did you mean 'bc'"),
@@ -205,6 +255,29 @@ def _write_run(root: Path, algo: str, seed: int, ret: float) -> None:
         "dataset_card": {"sha256": "a" * 64, "reference_returns": {}}}))
 
 
+def _fake_run(root: Path, algo: str, **config) -> str:
+    """A complete results folder of `algo` whose checkpoint is an untrained network."""
+    import torch
+
+    from marlbench import checkpoint
+    from marlbench.config import build_config, to_dict
+    from marlbench.plugins import registry
+
+    reg = registry()
+    spec, env = reg.algorithm(algo), reg.environment(ENV)
+    cfg = build_config(spec.config_cls, spec.preset, config)
+    cell = root / ENV / "expert-4ep" / algo / "seed-0"
+    cell.mkdir(parents=True)
+    checkpoint.save(cell / "model.safetensors", algo,
+                    spec.cls(cfg, env.info, torch.device("cpu"), 0))
+    (cell / "config.json").write_text(json.dumps(to_dict(cfg)))
+    (cell / "eval.json").write_text(json.dumps({"episodes": [{"return": 0.0, "length": 1}]}))
+    (cell / "run.json").write_text(json.dumps({
+        "status": "complete", "algo": algo, "env": ENV, "dataset": "expert-4ep", "seed": 0,
+        "eval": {"return_mean": 0.0, "episodes": 1}, "train": {"steps": 1}}))
+    return str(cell)
+
+
 @pytest.fixture
 def world(tmp_path, tiny_expert, datasets_root):
     """Paths the cases refer to, and the roots whose contents must not change."""
@@ -219,12 +292,17 @@ def world(tmp_path, tiny_expert, datasets_root):
     for seed in (0, 1, 2):
         _write_run(cmp, "bc", seed, 2.0 + seed)
         _write_run(cmp, "madt", seed, 1.0 + seed)
+    runs = tmp_path / "runs"  # complete (untrained) offline runs for finetune --from
+    world_runs = {"bc_run": _fake_run(runs, "bc"),
+                  "mads4_run": _fake_run(runs, "mads4", d_model=8, d_state=8, n_layers=1,
+                                         embed_dim=8, message_dim=8)}
     ro = tmp_path / "read-only"
     ro.mkdir()
     ro.chmod(0o555)
     yield {"tmp": str(tmp_path), "file": str(tmp_path / "a-file"),
            "junk": str(tmp_path / "junk.h5"), "done": str(done), "cmp": str(cmp),
-           "ro": str(ro)}
+           "ro": str(ro), "empty": str(tmp_path / "empty"), "expert": str(tiny_expert),
+           **world_runs}
     ro.chmod(0o755)
 
 

@@ -42,7 +42,7 @@ def test_bad_set_options_exit_before_any_work(tmp_path, datasets_root):
     res = invoke("run", "--algo", "bc", "--env", "rware-tiny-2ag", "--set", "lr=fast", *TINY)
     assert res.exit_code == 1 and "lr expects float" in res.output
     res = invoke("run", "--algo", "bc", "--env", "rware-tiny-2ag", "--set", "layers=0", *TINY)
-    assert res.exit_code == 1 and "layers must be positive" in res.output
+    assert res.exit_code == 1 and "layers must be > 0" in res.output
 
 
 def test_bad_dataset_files_exit_cleanly_and_leave_no_results(tmp_path, tiny_expert):
