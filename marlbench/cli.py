@@ -408,6 +408,9 @@ def _dataset_file(target: str, datasets_dir) -> Path:
         return path
     root = store.root_dir(datasets_dir)
     envs = sorted(p.name for p in root.glob("*") if p.is_dir()) if root.is_dir() else []
+    if not envs:
+        raise MarlbenchError(f"no dataset {path}: the datasets folder {root} holds no "
+                             "datasets (see `marlbench datasets collect`)")
     if env not in envs:
         raise UnknownNameError(f"env in {root} (no folder {root / env})", env, envs)
     names = [p.stem for p in (root / env).glob("*.h5")]
