@@ -256,3 +256,36 @@ def test_contract_violations_fail_naming_the_contract(algo, rule, tmp_path, data
         run(req, reg=reg)
     assert str(e.value).startswith("plugin contract: ") and rule in str(e.value)
     assert not list((tmp_path / "r").rglob("run.json"))
+
+
+def _readme_block(readme: str, first_line: str) -> str:
+    """The fenced code block of the README whose first line is `first_line`."""
+    start = readme.index(first_line + "\n")
+    return readme[start:readme.index("```", start)]
+
+
+def test_readme_plugin_snippet_is_a_complete_installable_package(tmp_path, monkeypatch,
+                                                                 fresh_registry, tiny_expert):
+    """The two files of the README's plugin section, pip-installed as they are, run."""
+    from click.testing import CliRunner
+
+    from marlbench.cli import main
+
+    readme = (REPO / "README.md").read_text()
+    pkg = tmp_path / "my-marlbench-plugin"
+    pkg.mkdir()
+    for name in ("pyproject.toml", "my_marlbench_plugin.py"):
+        (pkg / name).write_text(_readme_block(readme, f"# my-marlbench-plugin/{name}"))
+    target = tmp_path / "site"
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps",
+                    "--no-build-isolation", "--target", str(target), str(pkg)],
+                   check=True, capture_output=True)
+    monkeypatch.syspath_prepend(str(target))
+    res = CliRunner().invoke(main, ["plugins"])
+    assert "my-bc (my-marlbench-plugin 0.1.0)" in res.stdout, res.output
+    res = CliRunner().invoke(main, ["run", "--algo", "my-bc", "--env", "rware-tiny-2ag",
+                                    "--dataset", "expert-4ep", "--steps", "20",
+                                    "--eval-episodes", "2", "--eval-parallel", "2",
+                                    "--results", str(tmp_path / "r"), "-q"])
+    assert res.exit_code == 0, res.output
+    assert "my-bc on rware-tiny-2ag/expert-4ep seed 0: return" in res.stdout
