@@ -119,8 +119,8 @@ class MADS4FinetuneConfig:
     critic_hidden: int = 64  # MAPPO config.py hidden_size (the paper: "fully connected + ReLU")
     critic_layers: int = 2  # MAPPO MLPBase: fc1 plus layer_N=1
     # Updates with the actor frozen while the critic fits the pre-trained actor's returns
-    # (§4.2: "after sufficient training of the critic"; no length given). 5 updates = 40
-    # episodes, enough for the value loss to flatten on rware-tiny in our runs.
+    # (§4.2: "after sufficient training of the critic"; the paper gives no length). Our
+    # choice: 5 updates = 40 episodes (x 5 epochs) of the pre-trained actor's data.
     critic_warmup: int = 5
     train_dt: bool = False  # §5.3: only B and C of the S4 kernel train (Δ, Λ, P frozen)
     target_scale: float = 1.1  # §4.2: return-to-go 10% above the best return seen
