@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from marlbench.api import EnvSpec
+from marlbench.config import check_seed
 from marlbench.data import collect as _collect
 from marlbench.data import store
 from marlbench.data.schema import check_compatible, read_card
@@ -42,8 +43,7 @@ def collect_dataset(reg: Registry, spec: EnvSpec, quality: str, *, episodes: int
     episodes = episodes if episodes is not None else recipe.default_episodes
     if isinstance(episodes, bool) or not isinstance(episodes, int) or episodes <= 0:
         raise DatasetError(f"--episodes must be a positive integer (got {episodes!r})")
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise DatasetError(f"--seed must be a non-negative integer (got {seed!r})")
+    check_seed(seed)
     name = store.dataset_name(quality, episodes, seed, recipe.default_episodes)
     path = Path(out) if out else store.dataset_path(spec.name, name, root)
     if path.is_dir():

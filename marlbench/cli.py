@@ -173,6 +173,21 @@ def _options(params: dict, **extra):
                       datasets_root=p["datasets_dir"], greedy=p["greedy"], **extra)
 
 
+def log_option(fn):
+    """``--log``: experiment trackers (marlbench.loggers) for `run`, `sweep` and `finetune`."""
+    return click.option(
+        "--log", "log", default=None, metavar="NAMES",
+        help="Experiment trackers, comma-separated: tensorboard, wandb, mlflow, csv (each "
+             "but csv an extra). They write under <results>/logs [or $MARLBENCH_LOG_DIR].")(fn)
+
+
+def _enable_loggers(reg, log: str | None) -> None:
+    """Check --log (unknown name, missing extra: one line) and select those trackers."""
+    from marlbench.loggers import enable
+
+    enable(reg, log)
+
+
 @main.command()
 @click.option("--algo", required=True, help="Algorithm name (see `marlbench plugins`).")
 @click.option("--env", required=True, help="Environment task, e.g. rware-tiny-2ag.")
@@ -182,8 +197,9 @@ def _options(params: dict, **extra):
 @click.option("--seed", default=0, show_default=True, type=int, help="Training/eval seed.")
 @run_options(("--datasets",))
 @click.option("--overwrite", is_flag=True, help="Replace an existing result of this cell.")
+@log_option
 @_handle_errors
-def run(algo, env, dataset, seed, overwrite, quiet, **params) -> None:
+def run(algo, env, dataset, seed, overwrite, quiet, log, **params) -> None:
     """Train ALGO on a dataset of ENV, evaluate it online, write results/<env>/<dataset>/..."""
     from marlbench.runner import RunRequest
     from marlbench.runner import run as run_cell
@@ -192,6 +208,7 @@ def run(algo, env, dataset, seed, overwrite, quiet, **params) -> None:
     req = RunRequest.of(options, algo=algo, env=env, dataset=dataset, seed=seed)
     reporter = _reporter(quiet)
     reg = _registry(reporter)
+    _enable_loggers(reg, log)
     summary = run_cell(req, reporter, reg)
     ev, card = summary["eval"], summary["dataset_card"]
     line = (f"{summary['algo']} on {summary['env']}/{summary['dataset']} seed {seed}: "
@@ -230,9 +247,10 @@ def run(algo, env, dataset, seed, overwrite, quiet, **params) -> None:
 @click.option("--greedy", is_flag=True, help="Evaluate with argmax actions.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing result of this cell.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars (for scripts).")
+@log_option
 @_handle_errors
 def finetune(source, scratch, env, seed, steps, eval_episodes, eval_parallel, device, threads,
-             sets, results_dir, greedy, overwrite, quiet) -> None:
+             sets, results_dir, greedy, overwrite, quiet, log) -> None:
     """Fine-tune an offline MADS4 run on-policy (paper §4.2, Algorithm 2); writes
     <env>/<dataset>/mads4+ft/seed-K/ next to it (mads4+scratch with --from-scratch)."""
     from marlbench.config import parse_assignments
@@ -245,7 +263,9 @@ def finetune(source, scratch, env, seed, steps, eval_episodes, eval_parallel, de
                           results_root=results_dir, overwrite=overwrite, threads=threads,
                           greedy=greedy)
     reporter = _reporter(quiet)
-    summary = finetune_cell(req, reporter, _registry(reporter))
+    reg = _registry(reporter)
+    _enable_loggers(reg, log)
+    summary = finetune_cell(req, reporter, reg)
     ev, start = summary["eval"], summary["finetuned_from"]["eval"] or {}
     line = (f"{summary['algo']} on {summary['env']}/{summary['dataset']} seed "
             f"{summary['seed']}: return {ev['return_mean']:.2f} ± {ev['return_std']:.2f} over "
@@ -543,23 +563,34 @@ def datasets_export(target, fmt, out_dir, vault_name, uid, datasets_dir, overwri
 @click.option("--seeds", default="0-4", show_default=True,
               help="Seeds, e.g. 0-4 or 0,2,5-7 (paper: 5 seeds).")
 @click.option("--jobs", "-j", default=1, show_default=True, type=int,
-              help="Cells run at once, each in its own process.")
+              help="Cells run at once, each in its own process (with --executor ray and no "
+                   "--address: the local Ray cluster's size).")
+@click.option("--executor", default="local", show_default=True,
+              type=click.Choice(["local", "ray"]),
+              help="Where cells run: local processes, or Ray tasks (extra 'ray').")
+@click.option("--address", default=None, metavar="HOST:PORT",
+              help="With --executor ray: the Ray cluster to use (results and datasets folders "
+                   "must be on a filesystem its nodes share). Default: start a local one.")
 @run_options(("--datasets-root",))
 @click.option("--dry-run", is_flag=True, help="List the cells and whether they are complete.")
+@log_option
 @_handle_errors
-def sweep(algos, envs, dataset_names, seeds, jobs, dry_run, quiet, **params) -> None:
+def sweep(algos, envs, dataset_names, seeds, jobs, executor, address, dry_run, quiet, log,
+          **params) -> None:
     """Run every (algorithm, env, dataset, seed) cell; complete cells are skipped, so a killed
     sweep resumes where it stopped. A failing cell is recorded and the others go on."""
-    from marlbench.executors import LocalProcessExecutor
+    from marlbench.executors import make_executor
     from marlbench.runner import is_complete
     from marlbench.sweep import parse_names, parse_seeds, plan
     from marlbench.sweep import sweep as run_sweep
 
     options = _options(params)
     seed_list = parse_seeds(seeds)
-    executor = LocalProcessExecutor(jobs, options.threads)  # validates --jobs before any work
+    # validates --jobs, and that a Ray cluster answers, before any work
+    executor = make_executor(executor, jobs, options.threads, address)
     reporter = _reporter(quiet)
     reg = _registry(reporter)
+    _enable_loggers(reg, log)
     tasks = plan(reg, parse_names(algos), parse_names(envs), parse_names(dataset_names),
                  seed_list, options, reporter, collect=not dry_run)
     if dry_run:
@@ -572,8 +603,7 @@ def sweep(algos, envs, dataset_names, seeds, jobs, dry_run, quiet, **params) -> 
                       "complete" if is_complete(task.path) else "to run")
         stdout.print(t)
         return
-    reporter.info(f"{len(tasks)} cells, {jobs} at a time, {executor.threads} torch thread(s) "
-                  "each")
+    reporter.info(f"{len(tasks)} cells, {executor.describe()}")
     summary = run_sweep(tasks, executor, reporter)
     _print_sweep_summary(summary)
     if summary.failed:
@@ -645,8 +675,9 @@ def compare(results_dir, envs, algos, dataset_names, pairs, fmt, out_dir, reps, 
         raise MarlbenchError(f"--alpha must be between 0 and 1 (got {alpha})")
     if reps < 0:
         raise MarlbenchError(f"--reps must be non-negative (got {reps})")
-    if seed < 0:
-        raise MarlbenchError(f"--seed must be a non-negative integer (got {seed})")
+    from marlbench.config import check_seed
+
+    check_seed(seed)
     pair_list = cmp.parse_pairs(pairs)
     if out_dir is not None:
         from marlbench.fsutil import check_writable_dir

@@ -35,6 +35,16 @@ from marlbench.errors import ConfigError, UnknownNameError
 _TRUE, _FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off"}
 
 
+MAX_SEED = 2**32 - 1  # numpy's legacy seeding range; torch and HDF5 attributes hold it too
+
+
+def check_seed(seed: Any, flag: str = "--seed") -> int:
+    """A seed is an integer in [0, 2**32 - 1]; anything else is a one-line `ConfigError`."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
+        raise ConfigError(f"{flag} must be an integer from 0 to {MAX_SEED} (got {seed!r})")
+    return seed
+
+
 def parse_assignments(items: Iterable[str]) -> dict[str, str]:
     out = {}
     for item in items:

@@ -36,7 +36,7 @@ import torch
 from marlbench import checkpoint
 from marlbench.api import Algorithm, AlgorithmSpec, EnvInfo, EnvSpec, Policy, RunContext
 from marlbench.catalog import resolve_dataset
-from marlbench.config import build_config, to_dict
+from marlbench.config import build_config, check_seed, to_dict
 from marlbench.data import OfflineDataset
 from marlbench.errors import ConfigError, ContractError, MarlbenchError, TrainingDiverged
 from marlbench.evaluation import evaluate, measure_latency
@@ -114,8 +114,7 @@ class RunRequest(RunOptions):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
-            raise ConfigError(f"--seed must be a non-negative integer (got {self.seed!r})")
+        check_seed(self.seed)
 
     @classmethod
     def of(cls, options: RunOptions, *, algo: str, env: str, dataset: str | None,

@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass
 
 from marlbench.catalog import resolve_dataset
 from marlbench.cells import Cell, CellOutcome, CellTask, Status, error_record_path
-from marlbench.config import build_config
+from marlbench.config import build_config, check_seed
 from marlbench.errors import MarlbenchError
 from marlbench.executors import Executor
 from marlbench.fsutil import check_writable_dir, io_step, write_json
@@ -37,9 +37,12 @@ from marlbench.runner import (
 # ------------------------------------------------------------------------------------------------
 
 
+MAX_SEEDS = 10_000  # a typo such as 0-99999999 fails at once instead of planning for hours
+
+
 def parse_seeds(text: str) -> list[int]:
     """'0-4' -> [0..4]; '0,2,5-6' -> [0, 2, 5, 6]. Order kept, duplicates dropped."""
-    seeds: list[int] = []
+    seeds: dict[int, None] = {}  # ordered set
     for part in filter(None, (p.strip() for p in text.split(","))):
         m = re.fullmatch(r"(\d+)(?:-(\d+))?", part)
         if not m:
@@ -47,10 +50,13 @@ def parse_seeds(text: str) -> list[int]:
         lo, hi = int(m[1]), int(m[2] if m[2] is not None else m[1])
         if hi < lo:
             raise MarlbenchError(f"bad --seeds range {part!r}: {hi} < {lo}")
-        seeds += [s for s in range(lo, hi + 1) if s not in seeds]
+        check_seed(hi, "each of --seeds")
+        if hi - lo + 1 + len(seeds) > MAX_SEEDS:
+            raise MarlbenchError(f"--seeds {text!r} lists more than {MAX_SEEDS} seeds")
+        seeds.update(dict.fromkeys(range(lo, hi + 1)))
     if not seeds:
         raise MarlbenchError("--seeds is empty")
-    return seeds
+    return list(seeds)
 
 
 def parse_names(text: str | None) -> list[str]:
