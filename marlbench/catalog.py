@@ -82,6 +82,8 @@ def resolve_dataset(reg: Registry, spec: EnvSpec, dataset: str, *,
         path = Path(dataset)
         if not path.exists():
             raise DatasetError(f"dataset file {path} does not exist")
+        if path.is_dir():
+            raise DatasetError(f"--dataset {path} is a folder, not a dataset file")
         check_compatible(read_card(path), spec.info, path)
         return path.stem, path
     recipes = reg.recipes_for(spec)

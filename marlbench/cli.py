@@ -197,14 +197,17 @@ def _enable_loggers(reg, log: str | None) -> None:
 @click.option("--seed", default=0, show_default=True, type=int, help="Training/eval seed.")
 @run_options(("--datasets",))
 @click.option("--overwrite", is_flag=True, help="Replace an existing result of this cell.")
+@click.option("--label", default=None,
+              help="Results folder (and compare column) for this run instead of the algorithm's "
+                   "name, e.g. mads4-random for --set order=random.")
 @log_option
 @_handle_errors
-def run(algo, env, dataset, seed, overwrite, quiet, log, **params) -> None:
+def run(algo, env, dataset, seed, overwrite, label, quiet, log, **params) -> None:
     """Train ALGO on a dataset of ENV, evaluate it online, write results/<env>/<dataset>/..."""
     from marlbench.runner import RunRequest
     from marlbench.runner import run as run_cell
 
-    options = _options(params, overwrite=overwrite)
+    options = _options(params, overwrite=overwrite, label=label)
     req = RunRequest.of(options, algo=algo, env=env, dataset=dataset, seed=seed)
     reporter = _reporter(quiet)
     reg = _registry(reporter)
@@ -417,6 +420,8 @@ def _dataset_file(target: str, datasets_dir) -> Path:
     from marlbench.errors import UnknownNameError
 
     path = Path(target)
+    if path.is_dir():
+        raise MarlbenchError(f"{path} is a folder, not a dataset file")
     if path.exists() or target.endswith((".h5", ".hdf5")):
         return path
     env, sep, name = target.partition("/")
@@ -468,7 +473,8 @@ def datasets_verify(targets, datasets_dir) -> None:
             stdout.print(f"[green]ok[/green]   {path}  sha256 {card['sha256']}", highlight=False)
         except MarlbenchError as exc:
             failed += 1
-            stdout.print(f"[red]FAIL[/red] {exc}", highlight=False)
+            stdout.print(f"[red]FAIL[/red] {rich_escape(' '.join(str(exc).split()))}",
+                         highlight=False, soft_wrap=True)
     if failed:
         raise MarlbenchError(f"{failed} of {len(targets)} datasets failed verification")
 
@@ -626,6 +632,140 @@ def _print_sweep_summary(summary) -> None:
     stdout.print(f"sweep: {summary.count('done')} done, {summary.count('failed')} failed, "
                  f"{summary.count('skipped')} skipped (already complete) in "
                  f"{summary.seconds:.0f} s", highlight=False)
+
+
+# ------------------------------------------------------------------------------------------------
+# reproduce
+# ------------------------------------------------------------------------------------------------
+
+
+@main.command()
+@click.argument("preset", required=False)
+@click.option("--seeds", default=None, help="Seeds [default: the preset's, paper: 0-4].")
+@click.option("--budget", default="cpu", show_default=True, type=click.Choice(["cpu", "paper"]),
+              help="cpu: the algorithms' default budgets; paper: the papers' budgets (GPU).")
+@click.option("--jobs", "-j", default=1, show_default=True, type=int,
+              help="Offline cells run at once (as in sweep).")
+@click.option("--executor", default="local", show_default=True,
+              type=click.Choice(["local", "ray"]), help="Where offline cells run (as in sweep).")
+@click.option("--address", default=None, metavar="HOST:PORT",
+              help="With --executor ray: the cluster to use.")
+@run_options(("--datasets-root",))
+@click.option("--dry-run", is_flag=True,
+              help="List the cells, which are complete, and the estimated cost.")
+@_handle_errors
+def reproduce(preset, seeds, budget, jobs, executor, address, dry_run, quiet, **params) -> None:
+    """Run a paper's benchmark PRESET (see `marlbench reproduce` for the list) through the
+    sweep machinery: resumable, locked cells; then `marlbench compare`."""
+    from marlbench import reproduce as rp
+    from marlbench.executors import make_executor
+    from marlbench.sweep import parse_seeds
+
+    if preset is None:
+        t = Table(title="presets (marlbench reproduce PRESET)", title_justify="left")
+        for col in ("preset", "what", "parts"):
+            t.add_column(col)
+        for name in rp.available():
+            p = rp.load_preset(name)
+            t.add_row(name, p.title, ", ".join(part.name for part in p.parts))
+        stdout.print(t)
+        return
+    spec = rp.load_preset(preset)
+    options = _options(params)
+    seed_list = parse_seeds(seeds or spec.seeds)
+    executor_obj = None if dry_run else make_executor(executor, jobs, options.threads, address)
+    reporter = _reporter(quiet)
+    reg = _registry(reporter)
+    planned = rp.plan_preset(reg, spec, seed_list, budget, options, reporter,
+                             collect=not dry_run)
+    if dry_run:
+        _print_reproduce_plan(reg, spec, planned, options, jobs)
+        return
+    from marlbench.sweep import sweep as run_sweep
+
+    offline = [t for item in planned if item.part.stage == "offline" for t in item.tasks]
+    reporter.info(f"{spec.name}: {len(offline)} offline cells, {executor_obj.describe()}")
+    summary = run_sweep(offline, executor_obj, reporter)
+    _print_sweep_summary(summary)
+    failed = len(summary.failed) + _reproduce_finetune(planned, options, reporter, reg)
+    if failed:
+        raise MarlbenchError(f"{failed} cells of {spec.name} failed; re-run the same command "
+                             "to retry them")
+
+
+def _reproduce_finetune(planned, options, reporter, reg) -> int:
+    """Finetune parts, one cell after another (each continues a complete offline run)."""
+    from marlbench.finetune import FinetuneRequest, finetune
+    from marlbench.runner import is_complete
+
+    failed = 0
+    for item in planned:
+        if item.part.stage != "finetune":
+            continue
+        for cell in item.tasks:
+            if is_complete(cell.target):
+                continue
+            if not is_complete(cell.source):
+                reporter.warn(f"{cell.target}: its offline run {cell.source} is not complete")
+                failed += 1
+                continue
+            req = FinetuneRequest(source=cell.source, scratch=item.part.scratch,
+                                  steps=item.part.steps, eval_episodes=options.eval_episodes,
+                                  eval_parallel=options.eval_parallel, device=options.device,
+                                  threads=options.threads, greedy=options.greedy)
+            try:
+                result = finetune(req, reporter, reg)
+            except MarlbenchError as exc:
+                reporter.warn(f"{cell.target} failed: {exc}")
+                failed += 1
+                continue
+            reporter.info(f"{cell.target}: return {result['eval']['return_mean']:.2f}")
+    return failed
+
+
+def _print_reproduce_plan(reg, spec, planned, options, jobs) -> None:
+    from marlbench import reproduce as rp
+    from marlbench.runner import is_complete
+
+    measured = rp.measurements(options.results_root)
+    t = Table(title=f"{spec.title} ({spec.paper})", title_justify="left")
+    for col in ("part", "feeds", "algorithm", "env", "dataset", "seed", "state", "estimate",
+                "basis"):
+        t.add_column(col)
+    total, unknown, to_run, complete = 0.0, 0, 0, 0
+    for item in planned:
+        part = item.part
+        for task in item.tasks:
+            done = is_complete(task.path)
+            complete += done
+            if item.part.stage == "offline":
+                c = task.cell
+                folder, env, dataset, seed = task.path.parent.name, c.env, c.dataset, c.seed
+                steps, episodes = rp.cell_steps(reg, task), task.options.eval_episodes
+            else:
+                folder = task.target.parent.name
+                env, dataset = task.target.parts[-4], task.target.parts[-3]
+                seed = int(task.target.name.split("-")[1])
+                steps, episodes = rp.finetune_steps(reg, part), options.eval_episodes
+            n_agents = reg.environment(env).info.n_agents
+            seconds, basis = rp.estimate(folder, env, n_agents, steps, episodes, measured)
+            if not done:
+                to_run += 1
+                if seconds is None:
+                    unknown += 1
+                else:
+                    total += seconds
+            t.add_row(part.name, part.feeds, folder, env, dataset, str(seed),
+                      "complete" if done else "to run", rp.describe_cost(seconds), basis)
+    stdout.print(t)
+    line = (f"{len([1 for i in planned for _ in i.tasks])} cells: {complete} complete, "
+            f"{to_run} to run; estimated {total / 3600:.1f} core-hours for "
+            f"{to_run - unknown} measured cells (~{total / 3600 / max(jobs, 1):.1f} h with "
+            f"--jobs {jobs})")
+    if unknown:
+        line += (f"; {unknown} cells have no measurement yet (no completed run of their "
+                 "algorithm under the results folder)")
+    stdout.print(line, highlight=False, soft_wrap=True)
 
 
 # ------------------------------------------------------------------------------------------------

@@ -46,6 +46,7 @@ CASES = [
     ("run-dataset-typo", [*RUN, "--dataset", "exprt"], 1, "Did you mean 'expert'"),
     ("run-dataset-no-file", [*RUN, "--dataset", "{tmp}/missing.h5"], 1, "does not exist"),
     ("run-dataset-corrupt", [*RUN, "--dataset", "{junk}"], 1, "junk.h5"),
+    ("run-dataset-folder", [*RUN, "--dataset", "{empty}.h5"], 1, "is a folder, not a dataset"),
     ("run-dataset-online", ["run", "--algo", "mappo", "--env", ENV, "--dataset", "expert",
                             "-q"], 1, "--dataset does not apply"),
     ("run-seed-negative", [*RUN, "--seed", "-1"], 1, "--seed must be an integer from 0 to"),
@@ -181,6 +182,7 @@ CASES = [
      "Did you mean 'rware-tiny-2ag'"),
     ("info-not-a-target", ["datasets", "info", "expert"], 1, "neither a dataset file nor ENV/NAME"),
     ("info-corrupt", ["datasets", "info", "{junk}"], 1, "junk.h5"),
+    ("info-folder", ["datasets", "info", "{empty}"], 1, "is a folder, not a dataset file"),
     ("info-no-file", ["datasets", "info", "{tmp}/missing.h5"], 1, "missing.h5"),
     ("verify-missing-arg", ["datasets", "verify"], 2, "Missing argument 'TARGETS...'"),
     ("verify-name-typo", ["datasets", "verify", f"{ENV}/exprt-4ep"], 1,
@@ -292,6 +294,7 @@ def world(tmp_path, tiny_expert, datasets_root):
     (tmp_path / "a-file").write_text("not a folder")
     (tmp_path / "junk.h5").write_bytes(b"not hdf5 at all")
     (tmp_path / "empty").mkdir()
+    (tmp_path / "empty.h5").mkdir()  # a folder with a dataset's name
     done = tmp_path / "done"  # a results root holding a complete cell of RUN
     cell = done / ENV / "expert-4ep" / "bc" / "seed-0"
     cell.mkdir(parents=True)
