@@ -284,6 +284,21 @@ class AlgorithmSpec:
 
 
 @dataclass(frozen=True)
+class LoggerSpec:
+    """An experiment tracker selectable with ``--log NAME``.
+
+    The plugin that offers it also implements the lifecycle hooks and acts on a run only when
+    its name is selected (`marlbench.loggers.selected`). `requires` are the modules it imports;
+    when one is missing, ``--log NAME`` fails before any work with one line naming `extra`.
+    """
+
+    name: str
+    description: str
+    requires: tuple[str, ...] = ()
+    extra: str | None = None  # the pip extra that installs `requires` (marlbench[EXTRA])
+
+
+@dataclass(frozen=True)
 class RunContext:
     """Read-only view of a run passed to lifecycle hooks (the runner builds it)."""
 

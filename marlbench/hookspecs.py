@@ -12,7 +12,7 @@ from typing import Any
 
 import pluggy
 
-from marlbench.api import AlgorithmSpec, DatasetRecipe, EnvSpec, RunContext
+from marlbench.api import AlgorithmSpec, DatasetRecipe, EnvSpec, LoggerSpec, RunContext
 
 hookspec = pluggy.HookspecMarker("marlbench")
 
@@ -30,6 +30,11 @@ def marlbench_environments() -> Sequence[EnvSpec]:
 @hookspec
 def marlbench_dataset_recipes() -> Sequence[DatasetRecipe]:
     """Dataset recipes (behaviour policy per quality) for an environment family."""
+
+
+@hookspec
+def marlbench_loggers() -> Sequence[LoggerSpec]:
+    """Experiment trackers this plugin offers (selected with ``--log``)."""
 
 
 @hookspec
