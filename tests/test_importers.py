@@ -363,3 +363,41 @@ def test_madt_malformed_episode_is_one_line(tmp_path):
     with pytest.raises(DatasetError, match="expected a list per agent"), \
             pytest.warns(UserWarning, match="arbitrary code"):
         importers.open_source("madt", folder, allow_pickle=True)
+
+
+def test_vault_round_trip_keeps_state_and_wins(reg, tmp_path):
+    """An env with its own global state and a win flag (SMAX 3m shapes): both survive."""
+    from marlbench.data.importers import ogmarl_vault
+    from marlbench.data.schema import DatasetWriter
+
+    spec = reg.environment("smax-3m")
+    info = spec.info
+    rng = np.random.default_rng(7)
+    writer = DatasetWriter(tmp_path / "s.h5", info, state_is_concat_obs=False, has_win_flag=True)
+    for k, T in enumerate([5, info.episode_limit, 9]):
+        n, na = info.n_agents, info.n_actions
+        writer.add_episode({
+            "obs": rng.standard_normal((T, n, info.obs_dim)),
+            "state": rng.standard_normal((T, info.state_dim)),
+            "avail": np.ones((T, n, na), bool), "actions": rng.integers(0, na, (T, n)),
+            "rewards": rng.random(T), "terminated": np.arange(T) == T - 1 if k != 1 else
+            np.zeros(T, bool), "truncated": (np.arange(T) == T - 1) & (k == 1)},
+            {"obs": rng.standard_normal((n, info.obs_dim)),
+             "state": rng.standard_normal(info.state_dim), "avail": rng.random((n, na)) < 0.5},
+            won=k == 2)
+    card = writer.commit({"quality": "test"})
+    uid_dir = ogmarl_vault.export(tmp_path / "s.h5", tmp_path / "v", vault_name="3m.vlt",
+                                  uid="test")
+    back = importers.write_dataset(importers.open_source("ogmarl-vault", uid_dir), spec,
+                                   tmp_path / "b.h5")
+    _, a = read_arrays(tmp_path / "s.h5")
+    _, b = read_arrays(tmp_path / "b.h5")
+    assert sorted(a) == sorted(b) and "steps/state" in b and b["episodes/won"].tolist() == [
+        False, False, True]
+    assert all(np.array_equal(a[k], b[k]) for k in a)
+    assert back["sha256"] == card["sha256"] and back["win_rate"] == pytest.approx(1 / 3)
+
+    smac = reg.environment("smac-3m")
+    if smac.info.obs_dim == 0:  # SC2 not installed: the adapter knows no shapes
+        with pytest.raises(DatasetError, match="reports no shapes here"):
+            importers.common.check_dims(importers.open_source("ogmarl-vault", uid_dir), smac)

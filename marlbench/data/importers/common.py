@@ -45,6 +45,7 @@ class Episode:
     final_obs: np.ndarray | None = None  # what followed the last step, when the source has it
     final_state: np.ndarray | None = None
     final_avail: np.ndarray | None = None
+    won: bool | None = None  # only where the source records wins (a marlbench export)
 
 
 @dataclass
@@ -60,6 +61,7 @@ class Source:
     n_actions: int
     episodes: Callable[[], Iterator[Episode]]
     n_episodes: int | None = None  # for the progress bar, when known up front
+    has_win_flag: bool = False  # episodes carry `won`
     notes: dict[str, Any] = field(default_factory=dict)  # format facts recorded in the card
 
 
@@ -92,6 +94,11 @@ def file_digests(root: Path, files: list[Path]) -> tuple[str, dict[str, str]]:
 def check_dims(source: Source, spec) -> dict[str, list]:
     """Refuse a source whose shapes do not fit the env; returns {dim: [source, env]}."""
     info = spec.info
+    if not (info.n_agents and info.obs_dim and info.n_actions):
+        raise DatasetError(f"env {info.name!r} reports no shapes here (n_agents "
+                           f"{info.n_agents}, obs_dim {info.obs_dim}, n_actions {info.n_actions}"
+                           "): its simulator is not installed, so the data cannot be checked "
+                           "or used; install it first (`marlbench plugins` says what it needs)")
     pairs = {"n_agents": [source.n_agents, info.n_agents],
              "obs_dim": [source.obs_dim, info.obs_dim],
              "n_actions": [source.n_actions, info.n_actions]}
@@ -172,13 +179,13 @@ def write_dataset(source: Source, spec, path: Path, *, quality: str = "imported"
     src_digest, per_file = file_digests(source.path, source.files)
     counts = {"terminated": 0, "truncated": 0, "final_repeated": 0}
     writer = DatasetWriter(path, info, state_is_concat_obs=spec.state_is_concat_obs,
-                           has_win_flag=False)  # no source format records wins
+                           has_win_flag=source.has_win_flag)  # the published formats have none
     try:
         with reporter.task(f"import {source.format} -> {info.name}",
                            total=source.n_episodes) as task:
             for k, ep in enumerate(source.episodes()):
                 steps, final = _episode_arrays(ep, k, info, keep_state, counts)
-                writer.add_episode(steps, final, None)
+                writer.add_episode(steps, final, ep.won if source.has_win_flag else None)
                 task.advance()
         if writer.episodes == 0:
             raise DatasetError(f"{source.path} holds no complete episode")

@@ -22,8 +22,8 @@ agents); steps after the last end belong to an episode the vault cut off and are
 Export writes the same tree (team reward and end flags repeated per agent, as OG-MARL's
 shared-reward sets have them) plus three marlbench leaves, ``infos.final_observations``,
 ``infos.final_state``, ``infos.final_legals``: what followed each episode's last step, placed
-at that step (zeros elsewhere), so a round trip loses nothing. Readers that do not know them
-ignore them.
+at that step (zeros elsewhere), and ``infos.won`` [B, T] for datasets with a win flag, so a
+round trip loses nothing. Readers that do not know them ignore them.
 """
 
 from __future__ import annotations
@@ -51,6 +51,7 @@ TIME_AXIS_MAX_LENGTH = 10**13  # flashbax: int(10e12), the upper bound of the ti
 COMPRESSION = {"id": "gzip", "level": 5}  # flashbax COMPRESSION_DEFAULT
 REQUIRED = ("observations.", "actions.", "rewards.", "terminals.")
 FINAL_LEAVES = ("infos.final_observations.", "infos.final_state.", "infos.final_legals.")
+WON = "infos.won."  # marlbench export of a dataset with a win flag: 1 at the last step of a win
 
 
 def _tensorstore():
@@ -167,6 +168,7 @@ def open_source(path: Path, **_: Any) -> Source:
     team, rule = team_reward(rewards)
     ends = terminals.all(-1) | truncations.all(-1)  # [B, T]
     finals = [a.get(n) for n in FINAL_LEAVES]
+    won = a.get(WON)
     trailing = int(sum(index - (np.flatnonzero(ends[b])[-1] + 1 if ends[b].any() else 0)
                        for b in range(B)))
 
@@ -183,7 +185,8 @@ def open_source(path: Path, **_: Any) -> Source:
                     terminal=bool(terminals[b, end].all()),
                     final_obs=None if finals[0] is None else finals[0][b, end],
                     final_state=None if finals[1] is None else finals[1][b, end],
-                    final_avail=None if finals[2] is None else finals[2][b, end])
+                    final_avail=None if finals[2] is None else finals[2][b, end],
+                    won=None if won is None else bool(won[b, end] != 0))
                 start = end + 1
 
     files = sorted(p for p in uid_dir.rglob("*") if p.is_file())
@@ -198,7 +201,7 @@ def open_source(path: Path, **_: Any) -> Source:
     return Source(format=FORMAT, path=uid_dir, files=files, n_agents=N, obs_dim=OD,
                   state_dim=None if state is None else int(state.shape[-1]),
                   n_actions=int(n_actions), episodes=episodes,
-                  n_episodes=int(ends.sum()), notes=notes)
+                  n_episodes=int(ends.sum()), notes=notes, has_win_flag=won is not None)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -225,6 +228,11 @@ def _experience(card: Mapping[str, Any], arrays: Mapping[str, np.ndarray]) -> di
     final_state = arrays.get("episodes/final_state")
     if final_state is None:
         final_state = arrays["episodes/final_obs"].reshape(len(last), -1)
+    extra = {}
+    if "episodes/won" in arrays:
+        won = np.zeros(T, dtype=np.float32)
+        won[last] = arrays["episodes/won"]
+        extra["won"] = won[None]
     return {
         "observations": obs.astype(np.float32)[None],
         "actions": arrays["steps/actions"].astype(np.int32)[None],
@@ -237,6 +245,7 @@ def _experience(card: Mapping[str, Any], arrays: Mapping[str, np.ndarray]) -> di
             "final_observations": at_ends(arrays["episodes/final_obs"]),
             "final_state": at_ends(final_state),
             "final_legals": at_ends(arrays["episodes/final_avail"]),
+            **extra,
         },
     }
 
