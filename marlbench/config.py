@@ -125,7 +125,7 @@ FIELD_RULES: tuple[tuple[str, str], ...] = (
      r"|alpha|beta|gain", "non-negative"),
     (r"lr|.*_lr|eps|.*_eps|.*_temp|temperature|grad_clip|max_grad_norm|clip|.*_clip"
      r"|huber_delta|.*_sigma|target_scale|beta_q", "positive"),
-    (r"steps|hidden|.*_hidden|layers|n_layers|dim|.*_dim|d_model|d_state|heads|mlp_ratio|n_ssm"
+    (r"steps|hidden|.*_hidden|layers|.*_layers|dim|.*_dim|d_model|d_state|heads|mlp_ratio|n_ssm"
      r"|batch_size|epochs|n_envs|rollout|minibatches|context|.*_interval|.*_iters"
      r"|.*_num_samples|.*_slice|.*_size", "positive"),
 )
