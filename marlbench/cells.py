@@ -46,7 +46,8 @@ class CellTask:
     @property
     def path(self) -> Path:
         c = self.cell
-        return cell_dir(self.options.results_root, c.env, c.dataset, c.algo, c.seed)
+        return cell_dir(self.options.results_root, c.env, c.dataset, self.options.label or c.algo,
+                        c.seed)
 
 
 @dataclass

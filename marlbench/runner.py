@@ -22,6 +22,7 @@ import copy
 import json
 import math
 import os
+import re
 import shutil
 import socket
 import time
@@ -62,6 +63,9 @@ def results_root(root: Path | str | None = None) -> Path:
     return Path(root or os.environ.get("MARLBENCH_RESULTS") or DEFAULT_RESULTS)
 
 
+_LABEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+=@-]*")
+
+
 def cell_dir(root: Path | str | None, env: str, dataset: str, algo: str, seed: int) -> Path:
     return results_root(root) / env / dataset / algo / f"seed-{seed}"
 
@@ -88,6 +92,9 @@ class RunOptions:
     log_every: int = 100
     threads: int | None = None
     greedy: bool = False  # evaluate with argmax actions instead of sampling
+    # Results folder of the algorithm, default its name: a variant (e.g. `--set order=random`)
+    # gets a column of its own in `compare` instead of mixing with the default's runs.
+    label: str | None = None
 
     def __post_init__(self) -> None:
         for name in ("steps", "eval_episodes", "eval_parallel", "episodes", "log_every",
@@ -101,6 +108,9 @@ class RunOptions:
                 raise ConfigError(f"{flag} must be a positive integer (got {value!r})")
         if not isinstance(self.device, str) or not self.device.strip():
             raise ConfigError(f"--device must name a torch device (got {self.device!r})")
+        if self.label is not None and not _LABEL.fullmatch(self.label):
+            raise ConfigError(f"--label must be a folder name of letters, digits and ._+=@- "
+                              f"(got {self.label!r})")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -266,7 +276,8 @@ def run(req: RunRequest, reporter: Reporter | None = None,
                              "does not apply to it")
     else:
         dataset_name, dataset_path = ONLINE, None
-    final = cell_dir(req.results_root, env_spec.name, dataset_name, algo_spec.name, req.seed)
+    final = cell_dir(req.results_root, env_spec.name, dataset_name,
+                     req.label or algo_spec.name, req.seed)
     _refuse_existing(final, req.overwrite)
     check_writable_dir(final.parent, "results")
     if dataset_path is not None and not dataset_path.exists():
@@ -428,8 +439,8 @@ def _train_and_evaluate(req: RunRequest, reg: Registry, algo_spec: AlgorithmSpec
     algo_origin = reg.algorithms[algo_spec.name][1]
     summary = {
         "status": "complete",
-        "algo": algo_spec.name, "env": env_spec.name, "dataset": dataset_name,
-        "seed": req.seed,
+        "algo": algo_spec.name, "label": req.label, "env": env_spec.name,
+        "dataset": dataset_name, "seed": req.seed,
         "algorithm": {"class": f"{algo_spec.cls.__module__}.{algo_spec.cls.__qualname__}",
                       "plugin": str(algo_origin), "execution": algo_spec.execution,
                       "uses_global_state": algo_spec.uses_state(config),

@@ -1,0 +1,260 @@
+"""`marlbench reproduce PRESET`: a paper's benchmark as one resumable command.
+
+A preset is a plain TOML file shipped in ``marlbench/presets/`` (or any path): a list of
+*parts*, each a grid of algorithms x envs x datasets x seeds that feeds one table or figure of
+the paper, with options for every cell of the part (``set``), a results ``label`` for variants
+(so `compare` gives them their own column), and per-algorithm training budgets (``cpu``: the
+algorithms' defaults; ``paper``: the budgets the papers report, for GPU users). Offline parts
+run through the sweep machinery (`marlbench.sweep.plan` / `sweep`: locked, resumable cells on
+any executor); ``stage = "finetune"`` parts continue every complete offline run of their
+``from`` part with MADS4's second stage (`marlbench.finetune`).
+
+The cost estimate of ``--dry-run`` comes from measured cells only: completed runs of the same
+algorithm (and label) under the results root, on the same env when there is one, otherwise on
+another env scaled by the ratio of agents (the per-step work of every algorithm here grows
+with the agent count), each scaled by its training steps. Cells with no measurement are
+counted and reported as such, never guessed.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+from dataclasses import dataclass, field, replace
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from marlbench.errors import ConfigError, UnknownNameError
+from marlbench.runner import RunOptions, results_root
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+BUDGETS = ("cpu", "paper")
+_PART_KEYS = {"name", "feeds", "algos", "envs", "datasets", "set", "label", "stage", "from",
+              "scratch", "steps"}
+
+
+@dataclass(frozen=True)
+class Part:
+    """One grid of a preset and the table or figure of the paper it feeds."""
+
+    name: str
+    feeds: str
+    algos: tuple[str, ...]
+    envs: tuple[str, ...] = ()
+    datasets: tuple[str, ...] = ()
+    overrides: dict[str, Any] = field(default_factory=dict)  # `set`: --set for every cell
+    label: str | None = None  # results folder instead of the algorithm's name (one algo only)
+    stage: str = "offline"  # or "finetune": continue the runs of part `source`
+    source: str | None = None  # `from`: the offline part a finetune part continues
+    scratch: bool = False  # finetune part: random initialisation instead (Fig. 2 baseline)
+    steps: int | None = None  # finetune part: updates per run
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    title: str
+    paper: str
+    seeds: str
+    eval_episodes: int
+    parts: tuple[Part, ...]
+    budgets: dict[str, dict[str, dict[str, Any]]]  # budget -> algo -> config overrides
+    notes: str = ""
+
+
+def available() -> list[str]:
+    """Names of the presets shipped with marlbench."""
+    folder = resources.files("marlbench") / "presets"
+    return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".toml"))
+
+
+def load_preset(name: str) -> Preset:
+    """A shipped preset by name, or a preset file by path; one clear error otherwise."""
+    path = Path(name)
+    if path.suffix == ".toml" and path.is_file():
+        text, label = path.read_text(), path.stem
+    else:
+        if name not in available():
+            raise UnknownNameError("preset", name, available())
+        text = (resources.files("marlbench") / "presets" / f"{name}.toml").read_text()
+        label = name
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"preset {name}: {exc}") from None
+    return _parse(label, data)
+
+
+def _parse(name: str, data: dict[str, Any]) -> Preset:
+    def need(d: dict, key: str, where: str):
+        if key not in d:
+            raise ConfigError(f"preset {name}: {where} has no {key!r}")
+        return d[key]
+
+    parts = []
+    for i, p in enumerate(need(data, "part", "the file")):
+        where = f"part {i + 1}"
+        unknown = sorted(set(p) - _PART_KEYS)
+        if unknown:
+            raise ConfigError(f"preset {name}: {where} has unknown keys {unknown}")
+        part = Part(name=need(p, "name", where), feeds=p.get("feeds", ""),
+                    algos=tuple(need(p, "algos", where)), envs=tuple(p.get("envs", ())),
+                    datasets=tuple(p.get("datasets", ())), overrides=dict(p.get("set", {})),
+                    label=p.get("label"), stage=p.get("stage", "offline"),
+                    source=p.get("from"), scratch=bool(p.get("scratch", False)),
+                    steps=p.get("steps"))
+        if part.stage not in ("offline", "finetune"):
+            raise ConfigError(f"preset {name}: {where} stage must be offline or finetune")
+        if part.label and len(part.algos) != 1:
+            raise ConfigError(f"preset {name}: {where} has a label and several algorithms")
+        if part.stage == "offline" and not part.envs:
+            raise ConfigError(f"preset {name}: {where} has no envs")
+        if part.stage == "finetune" and part.source not in {q.name for q in parts}:
+            raise ConfigError(f"preset {name}: {where} continues unknown part {part.source!r}")
+        parts.append(part)
+    budgets = {b: dict(data.get("budget", {}).get(b, {})) for b in BUDGETS}
+    return Preset(name=name, title=need(data, "title", "the file"), paper=data.get("paper", ""),
+                  seeds=str(data.get("seeds", "0-4")),
+                  eval_episodes=int(data.get("eval_episodes", 30)), parts=tuple(parts),
+                  budgets=budgets, notes=data.get("notes", ""))
+
+
+# ------------------------------------------------------------------------------------------------
+# Planning
+# ------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Planned:
+    """The cells of one offline part (sweep tasks) or one finetune part (source folders)."""
+
+    part: Part
+    tasks: list  # marlbench.cells.CellTask (offline) or FinetuneCell (finetune)
+
+
+@dataclass(frozen=True)
+class FinetuneCell:
+    source: Path  # the offline run it continues
+    target: Path  # where its results go
+
+    @property
+    def path(self) -> Path:
+        return self.target
+
+
+def cell_options(preset: Preset, part: Part, algo: str, budget: str, base: RunOptions
+                 ) -> RunOptions:
+    """The options of one algorithm's cells in a part: budget, then the part's `set`, then the
+    user's --set (last wins)."""
+    if budget not in BUDGETS:
+        raise UnknownNameError("budget", budget, BUDGETS)
+    overrides = {**preset.budgets[budget].get(algo, {}), **part.overrides, **base.overrides}
+    eval_episodes = base.eval_episodes if base.eval_episodes != 30 else preset.eval_episodes
+    return replace(base, overrides=overrides, label=part.label, eval_episodes=eval_episodes)
+
+
+def plan_preset(reg, preset: Preset, seeds: list[int], budget: str, base: RunOptions,
+                reporter=None, collect: bool = True) -> list[Planned]:
+    """Every part's cells; names, options and datasets checked (and collected) first."""
+    from marlbench.algorithms.mads4_finetune import finetune_name
+    from marlbench.sweep import plan
+
+    planned: list[Planned] = []
+    by_name: dict[str, Planned] = {}
+    for part in preset.parts:
+        if part.stage == "offline":
+            tasks = []
+            for algo in part.algos:
+                options = cell_options(preset, part, algo, budget, base)
+                tasks += plan(reg, [algo], list(part.envs), list(part.datasets), seeds,
+                              options, reporter, collect=collect)
+        else:
+            tasks = []
+            for src in by_name[part.source].tasks:
+                algo_dir = src.path.parent
+                ft = finetune_name(src.cell.algo, part.scratch)
+                tasks.append(FinetuneCell(src.path, algo_dir.parent / ft / src.path.name))
+        item = Planned(part, tasks)
+        planned.append(item)
+        by_name[part.name] = item
+    return planned
+
+
+# ------------------------------------------------------------------------------------------------
+# Cost estimate (from measured cells only)
+# ------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Measured:
+    env: str
+    n_agents: int
+    seconds_per_step: float  # training
+    eval_seconds_per_episode: float
+    steps: int
+
+
+def measurements(root: Path | None) -> dict[str, list[Measured]]:
+    """Completed runs under the results root, by results folder name (algorithm or label)."""
+    found: dict[str, list[Measured]] = {}
+    base = results_root(root)
+    for run_json in base.glob("*/*/*/seed-*/run.json"):
+        try:
+            s = json.loads(run_json.read_text())
+            train, ev = s["train"], s["eval"]
+            m = Measured(env=s["env"], n_agents=int(s["environment"]["n_agents"]),
+                         seconds_per_step=float(train["seconds"]) / max(int(train["steps"]), 1),
+                         eval_seconds_per_episode=float(ev["seconds"]) / max(
+                             int(ev["episodes"]), 1),
+                         steps=int(train["steps"]))
+        except (OSError, ValueError, KeyError, TypeError):
+            continue  # an unreadable run is compare's business, not the estimate's
+        found.setdefault(run_json.parent.parent.name, []).append(m)
+    return found
+
+
+def estimate(folder: str, env: str, n_agents: int, steps: int, eval_episodes: int,
+             measured: dict[str, list[Measured]]) -> tuple[float | None, str]:
+    """(seconds, basis) of one cell; None when nothing of this algorithm was measured."""
+    runs = measured.get(folder, [])
+    same = [m for m in runs if m.env == env]
+    use, scale, basis = (same, 1.0, "measured") if same else (runs, None, "scaled")
+    if not use:
+        return None, "no measurement"
+    per_step = statistics.median(m.seconds_per_step for m in use)
+    per_episode = statistics.median(m.eval_seconds_per_episode for m in use)
+    if scale is None:
+        scale = n_agents / statistics.median(m.n_agents for m in use)
+        basis = f"scaled from {use[0].env}"
+    return scale * (per_step * steps + per_episode * eval_episodes), basis
+
+
+def cell_steps(reg, task) -> int:
+    """Training steps a cell will run (the option, else its config's `steps`)."""
+    from marlbench.config import build_config
+
+    if task.options.steps is not None:
+        return task.options.steps
+    spec = reg.algorithm(task.cell.algo)
+    return int(build_config(spec.config_cls, spec.preset, task.options.overrides).steps)
+
+
+def finetune_steps(reg, part: Part) -> int:
+    if part.steps is not None:
+        return part.steps
+    from marlbench.algorithms.mads4_finetune import finetune_name
+
+    spec = reg.algorithm(finetune_name(part.algos[0], part.scratch))
+    return int(spec.config_cls().steps)
+
+
+def describe_cost(seconds: float | None) -> str:
+    if seconds is None:
+        return "?"
+    return f"{seconds / 60:.1f} min" if seconds < 3600 else f"{seconds / 3600:.1f} h"

@@ -1,0 +1,116 @@
+"""`marlbench reproduce`: shipped presets resolve, a preset grid runs through the sweep, resumes,
+keeps variants in their own folders, and prices the cells from measured runs."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from marlbench import reproduce as rp
+from marlbench.cli import main
+from marlbench.errors import ConfigError, UnknownNameError
+from marlbench.runner import RunOptions
+
+TINY = """
+title = "tiny"
+paper = "test"
+seeds = "0-1"
+eval_episodes = 1
+
+[[part]]
+name = "base"
+feeds = "Table X"
+algos = ["bc"]
+envs = ["rware-tiny-2ag"]
+datasets = ["expert-4ep"]
+
+[[part]]
+name = "variant"
+feeds = "Fig. Y"
+algos = ["bc"]
+envs = ["rware-tiny-2ag"]
+datasets = ["expert-4ep"]
+label = "bc-wide"
+set = { hidden = 32 }
+
+[budget.paper.bc]
+steps = 7
+"""
+
+
+@pytest.mark.parametrize("name", rp.available())
+def test_every_shipped_preset_names_real_algorithms_envs_and_options(reg, name):
+    preset = rp.load_preset(name)
+    assert preset.parts and preset.title and preset.paper
+    for part in preset.parts:
+        for algo in part.algos:
+            spec = reg.algorithm(algo)  # raises on an unknown name
+            for budget in rp.BUDGETS:
+                options = rp.cell_options(preset, part, algo, budget, RunOptions())
+                from marlbench.config import build_config
+                build_config(spec.config_cls, spec.preset, options.overrides)  # valid --set
+        for env in part.envs:
+            reg.environment(env)
+    assert {"mads4-table1", "mads4-table2", "mads4-ablations", "mads4-finetune"} <= set(
+        rp.available())
+
+
+def test_bad_presets_fail_with_one_clear_error(tmp_path):
+    with pytest.raises(UnknownNameError, match="mads4-table1"):
+        rp.load_preset("mads4-tabel1")
+    bad = tmp_path / "bad.toml"
+    bad.write_text(TINY.replace('label = "bc-wide"', 'label = "bc-wide"\nalgo = "x"'))
+    with pytest.raises(ConfigError, match="unknown keys \\['algo'\\]"):
+        rp.load_preset(str(bad))
+    bad.write_text(TINY.replace('algos = ["bc"]\nenvs = ["rware-tiny-2ag"]\n'
+                                'datasets = ["expert-4ep"]\nlabel',
+                                'algos = ["bc", "bc"]\nenvs = ["rware-tiny-2ag"]\n'
+                                'datasets = ["expert-4ep"]\nlabel'))
+    with pytest.raises(ConfigError, match="label and several algorithms"):
+        rp.load_preset(str(bad))
+    res = CliRunner().invoke(main, ["reproduce", "nope"])
+    assert res.exit_code == 1 and res.output.count("\n") == 1, res.output
+
+
+def test_a_preset_runs_resumes_and_keeps_variants_apart(tmp_path, tiny_expert):
+    preset = tmp_path / "tiny.toml"
+    preset.write_text(TINY)
+    results = tmp_path / "r"
+    cmd = ["reproduce", str(preset), "--steps", "20", "--threads", "1", "--eval-parallel", "1",
+           "--results", str(results), "-q"]
+    res = CliRunner().invoke(main, cmd, catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    algo_dirs = results / "rware-tiny-2ag" / "expert-4ep"
+    assert sorted(p.name for p in algo_dirs.iterdir() if p.is_dir()) == ["bc", "bc-wide"]
+    for folder, hidden in (("bc", None), ("bc-wide", 32)):
+        for seed in (0, 1):
+            run = algo_dirs / folder / f"seed-{seed}"
+            config = json.loads((run / "config.json").read_text())
+            summary = json.loads((run / "run.json").read_text())
+            assert summary["eval"]["episodes"] == 1  # the preset's evaluation setting
+            assert summary["label"] == (None if folder == "bc" else folder)
+            if hidden is not None:
+                assert config["hidden"] == hidden
+    first = (algo_dirs / "bc" / "seed-0" / "run.json").read_bytes()
+    again = CliRunner().invoke(main, cmd, catch_exceptions=False)
+    assert "0 done, 0 failed, 4 skipped" in again.output
+    assert (algo_dirs / "bc" / "seed-0" / "run.json").read_bytes() == first
+
+    # the dry run prices every cell from the runs just measured, and one more seed is new
+    dry = CliRunner().invoke(main, ["reproduce", str(preset), "--dry-run", "--seeds", "0-2",
+                                    "--steps", "20", "--results", str(results)],
+                             catch_exceptions=False)
+    assert dry.exit_code == 0, dry.output
+    assert "6 cells: 4 complete, 2 to run" in dry.output
+    assert "no measurement" not in dry.output and "measured" in dry.output
+
+
+def test_estimates_scale_by_steps_and_agents():
+    m = {"bc": [rp.Measured(env="a", n_agents=2, seconds_per_step=0.01,
+                            eval_seconds_per_episode=1.0, steps=100)]}
+    assert rp.estimate("bc", "a", 2, 1000, 10, m) == (pytest.approx(20.0), "measured")
+    seconds, basis = rp.estimate("bc", "b", 4, 1000, 10, m)
+    assert seconds == pytest.approx(40.0) and basis == "scaled from a"
+    assert rp.estimate("icq", "a", 2, 1000, 10, m) == (None, "no measurement")
