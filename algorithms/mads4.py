@@ -1,12 +1,17 @@
 """Multi-Agent Decision S4 (MADS4), IDS4 and MADS4-dec (Bhattacharya & Bal, AAMAS 2026).
 
-Each agent is a Decision-S4 policy over its own trajectory of tokens (§4.1, Eq. 7)
+Each agent is a Decision-S4 policy over its own trajectory of tokens (§4.1, Eq. 7, Fig. 1b)
 
-    u_i^t = [R^t, s_g^t, o_i^t, onehot(a_i^{t-1}), m_{i-1}^t, onehot(i)]
+    u_i^t = ReLU(W [e(R^t); e(s_g^t); e(o_i^t); e(a_i^{t-1}); e(m_{i-1}^t); e(i)] + b),
+    e(x) = ReLU(W_x x + b_x)   (one Linear+ReLU encoder per part, inputs normalised)
 
-each part encoded by Linear+ReLU, concatenated and projected to H channels, then stacked
-S4 blocks [norm -> S4 -> Linear+GELU -> dropout] with residuals, and heads for the action
-logits and the outgoing message. One network is shared by all agents (parameter sharing).
+then stacked S4 blocks [norm -> S4 -> Linear+GELU -> dropout] with residuals, and heads for the
+action logits and the outgoing message. One network is shared by all agents (parameter
+sharing). The projection W is applied part by part (`MADS4Net.agent_tokens`, `token`):
+W_R e(R) + W_s e(s_g) + b is the same for every agent at a timestep and is computed once per
+timestep, W_o e(o_i) + W_a e(a_i) + W_id e(i) once for all agents together, and only
+W_m e(m_{i-1}) waits for the predecessor; the same function as the concatenated form, in
+both views, with a sixth of the state encoder's work on six agents.
 
 Agents act one after another within a timestep (the sequentially expanded MDP, §3.2): agent i
 receives m_{i-1}^t, a projection of its predecessor's S4 state at the same timestep (§3.5).
@@ -15,14 +20,28 @@ channel (exact in the convolutional and the recurrent view; see marlbench.nn.s4)
 training, where each agent is one convolutional pass over whole trajectories, gradients of
 agent i+1's loss flow back into agent i (Eq. 6).
 
-    loss = - Σ_{valid t} Σ_i log softmax(mask(logits_i^t, avail_i^t))[a_i^t]   (Algorithm 1)
+    loss = - Σ_{valid t} Σ_{i: |avail_i^t| > 1} log softmax(mask(logits_i^t, avail_i^t))[a_i^t]
+           / #{(t, i) counted}                                            (Algorithm 1)
+
+Steps where an agent had a single available action (a dead SMAX/SMAC agent's forced no-op; the
+data marks death no other way) carry no choice and are left out of the loss and the accuracy.
 
 Variants: `share` = memory (the paper's MADS4) | logits | both | none (IDS4: no information
-sharing, parameters still shared), and `share_action` (also pass on the action just taken);
-`decentralised` (MADS4-dec, §5.4: the predecessor's message from t-1, so agents act in
-parallel); `order` = fixed | random (Fig. 4a). Evaluation runs the recurrent view at constant
-cost per step with the return-to-go target 1.1 x the best dataset return (§5.2), decremented
-by the team reward after every step.
+sharing, parameters still shared); `decentralised` (MADS4-dec, §5.4: the predecessor's message
+from t-1, so agents act in parallel); `order` = fixed | random (Fig. 4a). Evaluation runs the
+recurrent view at constant cost per step (O(N) per S4 channel) with the return-to-go target
+1.1 x the best dataset return (§5.2), decremented by the team reward after every step, and
+acts in the order 0..n-1 also after training with `order=random`: training draws one uniform
+permutation per update, so 0..n-1 is one of the orders trained on, the BatchNorm statistics
+are kept per position (shared by every permutation), and a fixed order keeps an episode's
+result independent of how many episodes are evaluated together.
+
+Extension, not in the paper: `share_action` (`ActionSharingMADS4Net`) also passes on the
+action agent i just took; the paper's message (Eq. 5) is computed before the action is drawn.
+
+Normalisation: the paper's BatchNorm, with causal training statistics (marlbench.nn.norm):
+pooled over all timesteps, BatchNorm lets logits at t depend on inputs after t in training
+(measured d logits[3] / d obs[10] = 2e-2), a look-ahead the recurrent view cannot have.
 """
 
 from __future__ import annotations
@@ -56,19 +75,23 @@ class MADS4Config:
     dropout: float = 0.1
     kernel: Literal["nplr", "s4d"] = "nplr"  # paper §4.1: HiPPO NPLR kernel
     n_ssm: int = 1  # independent (Λ, P, B) sets per layer (authors' repo `s4_n_ssm=1`)
-    # Paper §4.1: BatchNorm. Statistics skip padding and are kept per position in the agent
-    # order: later agents' inputs carry messages, so one set of running statistics shared by
-    # all passes mismatches every agent at evaluation (measured: the cooperation toy test drops
-    # from 100% to chance in eval mode with shared statistics).
+    # Paper §4.1: BatchNorm. Training statistics are causal (token t uses the batch's valid
+    # tokens at steps <= t, marlbench.nn.norm: pooled over all steps, logits at t would see
+    # inputs after t). Running statistics are kept per position in the agent order: later
+    # agents' inputs carry messages, so one set shared by all passes mismatches every agent at
+    # evaluation (measured: the cooperation toy test drops from 100% to chance in eval mode
+    # with shared statistics).
     norm: Literal["batch", "layer"] = "batch"
     share: ShareMode = "memory"  # paper §3.5: the predecessor's S4 memory
-    # Also pass on the action agent i just took (one-hot; the dataset's in training). Not in
-    # the paper, whose message (Eq. 5) is computed before the action is drawn, so with sampled
-    # actions agent i+1 cannot react to agent i's draw at the same step; the authors' code
-    # passes earlier agents' action logits. Off by default (paper).
+    # Extension (ActionSharingMADS4Net): also pass on the action agent i just took (one-hot;
+    # the dataset's in training). Not in the paper, whose message (Eq. 5) is computed before
+    # the action is drawn, so with sampled actions agent i+1 cannot react to agent i's draw at
+    # the same step; the authors' code passes earlier agents' action logits. Off (paper).
     share_action: bool = False
     decentralised: bool = False  # MADS4-dec (paper §5.4)
-    order: Literal["fixed", "random"] = "fixed"  # agent order in training (paper Fig. 4a)
+    # Agent order in training (paper Fig. 4a): random = one uniform permutation per update.
+    # Evaluation acts in the order 0..n-1 either way (module docstring).
+    order: Literal["fixed", "random"] = "fixed"
     use_state: bool = True  # Eq. 7 includes the global state s_g
     message_dim: int = 96  # size of m_i: a projection of the H-dim state readout, no bottleneck
     # Context: None = the env's episode limit, i.e. full trajectories (paper §4.1, §5.4).
@@ -114,15 +137,19 @@ class MADS4Config:
 class MADS4Net(nn.Module):
     """The shared per-agent network, runnable as a convolution (training) or a recurrence."""
 
+    sends_action = False  # ActionSharingMADS4Net: the message also carries the action taken
+
     def __init__(self, cfg: MADS4Config, env: EnvInfo):
         super().__init__()
+        if cfg.share_action and not self.sends_action:
+            raise ValueError("share_action is the ActionSharingMADS4Net extension: build the "
+                             "network with build_net(cfg, env)")
         self.cfg, self.n, self.n_actions = cfg, env.n_agents, env.n_actions
         E, H = cfg.embed_dim, cfg.d_model
         self.l_max = cfg.context or env.episode_limit
         self.uses_memory = cfg.share in ("memory", "both")
-        self.msg_in = {"memory": cfg.message_dim, "logits": env.n_actions,
-                       "both": cfg.message_dim + env.n_actions, "none": 0}[cfg.share]
-        self.msg_in += env.n_actions if cfg.share_action else 0
+        self.sends_logits = cfg.share in ("logits", "both")
+        self.msg_in = self.message_size(cfg, env)
 
         def enc(d: int) -> nn.Module:
             return nn.Sequential(nn.Linear(d, E), nn.ReLU())
@@ -133,8 +160,11 @@ class MADS4Net(nn.Module):
         self.enc_act, self.enc_id = enc(env.n_actions), enc(env.n_agents)
         self.enc_state = enc(env.state_dim) if cfg.use_state else None
         self.enc_msg = enc(self.msg_in) if self.msg_in else None
-        n_parts = 4 + (self.enc_state is not None) + (self.enc_msg is not None)
-        self.proj = nn.Sequential(nn.Linear(n_parts * E, H), nn.ReLU())
+        # Columns of the projection W per token part (the order of the concatenation).
+        parts = ["rtg", "obs", "act", "id"] + ["state"] * cfg.use_state + ["msg"] * bool(
+            self.msg_in)
+        self.columns = {name: slice(i * E, (i + 1) * E) for i, name in enumerate(parts)}
+        self.proj = nn.Sequential(nn.Linear(len(parts) * E, H), nn.ReLU())
         self.blocks = nn.ModuleList(
             S4Block(H, cfg.d_state, self.l_max,
                     channels=2 if (self.uses_memory and i == cfg.n_layers - 1) else 1,
@@ -144,86 +174,52 @@ class MADS4Net(nn.Module):
         self.action_head = nn.Sequential(nn.Linear(H, H), nn.ReLU(), nn.Linear(H, env.n_actions))
         self.message_head = nn.Linear(H, cfg.message_dim) if self.uses_memory else None
         self.register_buffer("agent_ids", torch.eye(env.n_agents), persistent=False)
-        self._step_encoder: tuple | None = None
+
+    @staticmethod
+    def message_size(cfg: MADS4Config, env: EnvInfo) -> int:
+        return {"memory": cfg.message_dim, "logits": env.n_actions,
+                "both": cfg.message_dim + env.n_actions, "none": 0}[cfg.share]
 
     def ssm_parameters(self) -> list[nn.Parameter]:
+        """Δ, Λ, P, B of every S4 kernel (names in marlbench.nn.s4's docstring)."""
         return [p for blk in self.blocks for p in blk.s4.kernel.ssm_parameters()]
 
-    # -- pieces shared by both views -------------------------------------------------------------
+    # -- the token (Fig. 1b), one path for both views ----------------------------------------------
 
-    def _inputs(self, rtg: torch.Tensor, state: torch.Tensor, obs: torch.Tensor,
-                prev_action: torch.Tensor, message: torch.Tensor | None, agent: int
-                ) -> list[torch.Tensor]:
-        """The raw token parts in the order of `_parts`."""
-        ident = self.agent_ids[agent].expand(*obs.shape[:-1], self.n)
-        inputs = [rtg[..., None], obs, prev_action, ident]
+    def _project(self, e: torch.Tensor, part: str) -> torch.Tensor:
+        return F.linear(e, self.proj[0].weight[:, self.columns[part]])
+
+    def agent_tokens(self, rtg: torch.Tensor, state: torch.Tensor, obs: torch.Tensor,
+                     prev_action: torch.Tensor) -> torch.Tensor:
+        """Every agent's token before its message, pre-activation: rtg [...], state [..., sd],
+        obs [..., n, od], prev_action [..., n, A] (one-hot) -> [..., n, H].
+
+        W_R e(R) + W_s e(s_g) + b once per timestep (shared by the agents), plus
+        W_o e(o_i) + W_a e(a_i) + W_id e(i) for all agents in one batch."""
+        shared = F.linear(self.enc_rtg(rtg[..., None]), self.proj[0].weight[:, self.columns["rtg"]],
+                          self.proj[0].bias)
         if self.enc_state is not None:
-            inputs.append(state)
+            shared = shared + self._project(self.enc_state(self.state_norm(state)), "state")
+        own = (self._project(self.enc_obs(self.obs_norm(obs)), "obs")
+               + self._project(self.enc_act(prev_action), "act"))
+        return own + (self._project(self.enc_id(self.agent_ids), "id") + shared[..., None, :])
+
+    def token(self, pre: torch.Tensor, message: torch.Tensor | None) -> torch.Tensor:
+        """u_i = ReLU(pre_i + W_m e(m_{i-1})): pre [..., H] from `agent_tokens`, message
+        [..., msg_in] -> [..., H]."""
         if self.enc_msg is not None:
-            inputs.append(message)
-        return inputs
+            pre = pre + self._project(self.enc_msg(message), "msg")
+        return F.relu(pre)
 
-    def embed(self, rtg: torch.Tensor, state: torch.Tensor, obs: torch.Tensor,
-              prev_action: torch.Tensor, message: torch.Tensor | None, agent: int
-              ) -> torch.Tensor:
-        """Token of one agent: rtg [...], state [..., sd], obs [..., od], prev_action [..., A]
-        (one-hot), message [..., msg_in] -> [..., H]."""
-        inputs = self._inputs(rtg, state, obs, prev_action, message, agent)
-        return self.proj(torch.cat([enc(norm(x) if norm is not None else x)
-                                    for (enc, norm), x in zip(self._parts(), inputs)], -1))
-
-    def _parts(self) -> list[tuple[nn.Sequential, FixedNormalizer | None]]:
-        """The part encoders in token order, each with the normaliser of its input."""
-        parts = [(self.enc_rtg, None), (self.enc_obs, self.obs_norm), (self.enc_act, None),
-                 (self.enc_id, None)]
-        if self.enc_state is not None:
-            parts.append((self.enc_state, self.state_norm))
-        if self.enc_msg is not None:
-            parts.append((self.enc_msg, None))
-        return parts
-
-    def step_encoder(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """(W, b) of every part encoder as one block-diagonal Linear over the concatenated raw
-        inputs, input normalisation folded in: W_i (x - m) / s + b_i = (W_i / s) x +
-        (b_i - W_i m / s). The recurrent view embeds a token with one matmul; cached until a
-        parameter or buffer changes (as the S4 step matrices are)."""
-        parts = self._parts()
-        tensors = [t for enc, norm in parts for t in (enc[0].weight, enc[0].bias,
-                   *((norm.mean, norm.std) if norm is not None else ()))]
-        key = tuple((id(t), t._version) for t in tensors)
-        if self._step_encoder is None or self._step_encoder[0] != key:
-            weights, biases = [], []
-            for enc, norm in parts:
-                w, b = enc[0].weight, enc[0].bias
-                if norm is not None:
-                    w = w / norm.std
-                    b = b - w @ norm.mean
-                weights.append(w)
-                biases.append(b)
-            self._step_encoder = (key, (torch.block_diag(*weights).detach(),
-                                        torch.cat(biases).detach()))
-        return self._step_encoder[1]
-
-    def step_embed(self, rtg: torch.Tensor, state: torch.Tensor, obs: torch.Tensor,
-                   prev_action: torch.Tensor, message: torch.Tensor | None, agent: int
-                   ) -> torch.Tensor:
-        """`embed` for one step [B, ...] through the fused encoder (same values)."""
-        w, b = self.step_encoder()
-        inputs = self._inputs(rtg, state, obs, prev_action, message, agent)
-        return self.proj(F.relu(F.linear(torch.cat(inputs, -1), w, b)))
-
-    def outgoing(self, logits: torch.Tensor, readout: torch.Tensor | None,
+    def outgoing(self, logits: torch.Tensor | None, readout: torch.Tensor | None,
                  action: torch.Tensor | None) -> torch.Tensor | None:
-        """The message agent i passes on: its memory projection and/or its logits, then the
-        one-hot `action` it took when `share_action`."""
-        share, parts = self.cfg.share, []
-        if share in ("memory", "both"):
+        """The message agent i passes on: its memory projection and/or its logits."""
+        parts = []
+        if self.uses_memory:
             parts.append(self.message_head(readout))
-        if share in ("logits", "both"):
+        if self.sends_logits:
             parts.append(logits)
-        if self.cfg.share_action:
-            parts.append(F.one_hot(action, self.n_actions).to(logits.dtype))
-        return torch.cat(parts, -1) if parts else None
+        return torch.cat(parts, -1) if len(parts) > 1 else (parts[0] if parts else None)
 
     # -- convolutional view (training) -----------------------------------------------------------
 
@@ -232,29 +228,30 @@ class MADS4Net(nn.Module):
                 order: list[int] | None = None, actions: torch.Tensor | None = None,
                 return_features: bool = False):
         """Whole trajectories: rtg [B, L], state [B, L, sd], obs [B, L, n, od], prev_action
-        [B, L, n, A], mask [B, L], actions [B, L, n] (the actions taken, needed when
-        `share_action`) -> logits [B, L, n, A]. One pass per agent, in `order`.
+        [B, L, n, A], mask [B, L], actions [B, L, n] (the actions taken, needed when the
+        message carries them) -> logits [B, L, n, A]. One pass per agent, in `order`.
         `return_features`: (logits, features [B, L, n, H]), the last block's output per agent."""
         B, L = rtg.shape
-        kernels = [blk.s4.kernel() for blk in self.blocks]  # once, shared by every agent
-        message = torch.zeros(B, L, self.msg_in, device=obs.device) if self.msg_in else None
-        logits, feats = [None] * self.n, [None] * self.n
+        kfs = [blk.s4.kernel_fft(L) for blk in self.blocks]  # once, shared by every agent
+        pre = self.agent_tokens(rtg, state, obs, prev_action)  # [B, L, n, H]
+        message = obs.new_zeros(B, L, self.msg_in) if self.msg_in else None
+        feats, logits = [None] * self.n, [None] * self.n
         for pos, agent in enumerate(order or range(self.n)):
-            x = self.embed(rtg, state, obs[:, :, agent], prev_action[:, :, agent], message,
-                           agent)
-            readout = None
-            for blk, k in zip(self.blocks, kernels):
-                x, extra = blk(x, mask, k, slot=pos)
+            x, readout = self.token(pre[:, :, agent], message), None
+            for blk, kf in zip(self.blocks, kfs):
+                x, extra = blk(x, mask, slot=pos, kf=kf)
                 readout = extra[0] if extra.shape[0] else None
             feats[agent] = x
-            logits[agent] = self.action_head(x)
-            taken = actions[:, :, agent] if self.cfg.share_action else None
-            message = self.outgoing(logits[agent], readout, taken)
-            if message is not None and self.cfg.decentralised:  # predecessor's message of t-1
-                message = F.pad(message[:, :-1], (0, 0, 1, 0))
-        if return_features:
-            return torch.stack(logits, 2), torch.stack(feats, 2)
-        return torch.stack(logits, 2)
+            if self.sends_logits:
+                logits[agent] = self.action_head(x)
+            if self.msg_in:
+                taken = actions[:, :, agent] if actions is not None else None
+                message = self.outgoing(logits[agent], readout, taken)
+                if self.cfg.decentralised:  # the predecessor's message of t-1
+                    message = F.pad(message[:, :-1], (0, 0, 1, 0))
+        features = torch.stack(feats, 2)
+        out = torch.stack(logits, 2) if self.sends_logits else self.action_head(features)
+        return (out, features) if return_features else out
 
     # -- recurrent view (acting) -----------------------------------------------------------------
 
@@ -262,50 +259,82 @@ class MADS4Net(nn.Module):
         dev = self.proj[0].weight.device
         return {"ssm": [[blk.s4.initial_state(batch) for blk in self.blocks]
                         for _ in range(self.n)],
-                "messages": torch.zeros(batch, self.n, self.msg_in, device=dev)}
+                "messages": torch.zeros(batch, self.n, self.msg_in, device=dev),
+                "features": torch.zeros(batch, self.n, self.cfg.d_model, device=dev)}
 
     def step(self, rtg: torch.Tensor, state: torch.Tensor, obs: torch.Tensor,
              prev_action: torch.Tensor, carry: dict, order: list[int] | None = None,
              choose=None, actions: torch.Tensor | None = None
              ) -> tuple[torch.Tensor, torch.Tensor | None, dict]:
         """One timestep for all agents in turn: rtg [B], state [B, sd], obs [B, n, od],
-        prev_action [B, n, A] -> (logits [B, n, A], actions or None, carry).
+        prev_action [B, n, A] -> (logits [B, n, A], actions [B, n] or None, carry).
 
-        `choose(agent, logits)` picks agent i's action before agent i+1 acts (acting); without
-        it the logits are all that is computed, with `actions` [B, n] as the actions taken
-        (teacher forcing in tests). Sets `carry["features"]` [B, n, H]: the last block's
-        output per agent at this timestep (what the action head reads).
+        `choose(agent, logits [B, A]) -> actions [B]` picks each agent's action, called in
+        `order` (before the successor runs when the message carries the action); without it
+        only the logits are computed, with `actions` [B, n] as the actions taken (teacher
+        forcing in tests). Sets `carry["features"]` [B, n, H]: the last block's output per
+        agent at this timestep (what the action head reads); `carry["messages"]` [B, n, msg]
+        holds the messages sent (read at t+1 by the decentralised variant).
         """
         B = rtg.shape[0]
-        message = torch.zeros(B, self.msg_in, device=obs.device) if self.msg_in else None
-        sent = torch.zeros_like(carry["messages"])
-        logits, chosen, feats = [None] * self.n, [None] * self.n, [None] * self.n
+        pre = self.agent_tokens(rtg, state, obs, prev_action)  # [B, n, H]
+        message = pre.new_zeros(B, self.msg_in) if self.msg_in else None
+        sent = carry["messages"].clone() if self.cfg.decentralised else carry["messages"]
+        feats, logits, chosen = [None] * self.n, [None] * self.n, [None] * self.n
         order = order or list(range(self.n))
         for pos, agent in enumerate(order):
             if self.cfg.decentralised:
                 message = (carry["messages"][:, order[pos - 1]] if pos else
                            torch.zeros_like(carry["messages"][:, 0]))
-            x = self.step_embed(rtg, state, obs[:, agent], prev_action[:, agent], message,
-                                agent)
-            readout = None
+            x, states, readout = self.token(pre[:, agent], message), carry["ssm"][agent], None
             for layer, blk in enumerate(self.blocks):
-                x, extra, carry["ssm"][agent][layer] = blk.step(x, carry["ssm"][agent][layer],
-                                                                slot=pos)
+                x, extra, states[layer] = blk.step(x, states[layer], slot=pos)
                 readout = extra[0] if extra.shape[0] else None
             feats[agent] = x
-            logits[agent] = self.action_head(x)
-            if choose is not None:
+            if self.sends_logits or self.sends_action:
+                logits[agent] = self.action_head(x)
+            if self.sends_action and choose is not None:
                 chosen[agent] = choose(agent, logits[agent])
-            taken = None
-            if self.cfg.share_action:  # the action drawn just now (or given, in tests)
-                taken = chosen[agent] if choose is not None else actions[:, agent]
-            message = self.outgoing(logits[agent], readout, taken)
-            if message is not None:
-                sent[:, agent] = message
+            if self.msg_in:
+                taken = chosen[agent] if choose is not None else (
+                    actions[:, agent] if actions is not None else None)
+                message = self.outgoing(logits[agent], readout, taken)
+                if self.cfg.decentralised:
+                    sent[:, agent] = message
         carry["messages"] = sent
-        carry["features"] = torch.stack(feats, 1)
+        carry["features"] = features = torch.stack(feats, 1)
+        if logits[0] is None:
+            logits = self.action_head(features)  # all agents in one call
+        else:
+            logits = torch.stack(logits, 1)
+        if choose is not None and chosen[order[0]] is None:
+            for agent in order:
+                chosen[agent] = choose(agent, logits[:, agent])
         acts = torch.stack(chosen, 1) if choose is not None else None
-        return torch.stack(logits, 1), acts, carry
+        return logits, acts, carry
+
+
+class ActionSharingMADS4Net(MADS4Net):
+    """Extension (`share_action`, not in the paper): the message of agent i also carries the
+    one-hot action it just took (the dataset's in training, its draw when acting), so its
+    successor can react to a sampled action at the same step. The paper's message (Eq. 5) is
+    computed before the draw; the authors' code passes earlier agents' action logits."""
+
+    sends_action = True
+
+    @staticmethod
+    def message_size(cfg: MADS4Config, env: EnvInfo) -> int:
+        return MADS4Net.message_size(cfg, env) + env.n_actions
+
+    def outgoing(self, logits, readout, action):
+        parts = [super().outgoing(logits, readout, action),
+                 F.one_hot(action, self.n_actions).to(self.proj[0].weight.dtype)]
+        return torch.cat([p for p in parts if p is not None], -1)
+
+
+def build_net(cfg: MADS4Config, env: EnvInfo) -> MADS4Net:
+    """The network of a config: the paper's, or the `share_action` extension."""
+    return (ActionSharingMADS4Net if cfg.share_action else MADS4Net)(cfg, env)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -324,7 +353,7 @@ class MADS4(Algorithm):
 
     def __init__(self, config: MADS4Config, env: EnvInfo, device: torch.device, seed: int):
         super().__init__(config, env, device, seed)
-        self.net = MADS4Net(config, env).to(device)
+        self.net = build_net(config, env).to(device)
         self.rtg_scale, self.target_return = 1.0, config.target_return or 0.0
 
     def setup(self, data: OfflineDataset) -> None:
@@ -359,7 +388,7 @@ class MADS4(Algorithm):
             self.opt, lambda s: min((s + 1) / max(cfg.warmup_steps, 1), 1.0))
 
     def loss(self, b: TrajectoryBatch) -> tuple[torch.Tensor, torch.Tensor]:
-        """Masked cross-entropy over valid steps and agents; also returns accuracy."""
+        """Masked cross-entropy over valid steps of agents with a choice; also accuracy."""
         order = None
         if self.config.order == "random":
             order = [int(i) for i in self.rng.permutation(self.env.n_agents)]
@@ -368,7 +397,8 @@ class MADS4(Algorithm):
                           b.actions)
         logits = mask_logits(logits, b.avail)
         ce = F.cross_entropy(logits.flatten(0, -2), b.actions.flatten(), reduction="none")
-        valid = b.mask[..., None].expand_as(b.actions).flatten()
+        # Forced steps (a single available action: a dead agent's no-op) are no decisions.
+        valid = (b.mask[..., None] & (b.avail.sum(-1) > 1)).flatten()
         acc = masked_mean((logits.argmax(-1) == b.actions).float().flatten(), valid)
         return masked_mean(ce, valid), acc
 
@@ -399,7 +429,8 @@ class MADS4(Algorithm):
 
 
 class MADS4Policy(Policy):
-    """Recurrent view: constant cost per step, agents in the fixed order 0..n-1."""
+    """Recurrent view: constant cost per step, agents in the fixed order 0..n-1, every
+    parallel episode advanced by one batched step."""
 
     def __init__(self, net: MADS4Net, target: float, rtg_scale: float, greedy: bool, seed: int):
         self.net, self.target, self.scale, self.greedy = net.eval(), target, rtg_scale, greedy
@@ -415,12 +446,16 @@ class MADS4Policy(Policy):
     def act(self, obs: np.ndarray, state: np.ndarray, avail: np.ndarray) -> np.ndarray:
         t = lambda x: torch.as_tensor(x, device=self.device)  # noqa: E731
         avail_t = t(avail)
+        if self.net.sends_action:  # each draw goes into the successor's message
+            def choose(agent: int, logits: torch.Tensor) -> torch.Tensor:
+                return select_actions(logits, avail_t[:, agent], self.greedy, self.gen)
 
-        def choose(agent: int, logits: torch.Tensor) -> torch.Tensor:
-            return select_actions(logits, avail_t[:, agent], self.greedy, self.gen)
-
-        _, actions, self.carry = self.net.step(self.rtg, t(state), t(obs), self.prev,
-                                               self.carry, choose=choose)
+            _, actions, self.carry = self.net.step(self.rtg, t(state), t(obs), self.prev,
+                                                   self.carry, choose=choose)
+        else:  # no message depends on a draw: all agents' actions in one call
+            logits, _, self.carry = self.net.step(self.rtg, t(state), t(obs), self.prev,
+                                                  self.carry)
+            actions = select_actions(logits, avail_t, self.greedy, self.gen)
         self.prev = F.one_hot(actions, self.net.n_actions).float()
         return actions.cpu().numpy()
 

@@ -211,3 +211,102 @@ def test_features_are_the_last_block_output_in_both_views():
         for t in range(12):
             _, _, carry = net.step(rtg[:, t], state[:, t], obs[:, t], prev[:, t], carry)
             assert (carry["features"] - feats[:, t]).abs().max() <= 1e-4
+
+
+def test_batchnorm_is_causal_in_training():
+    """Training with norm=batch: logits at t do not depend on inputs after t (pooled batch
+    statistics gave d logits[3] / d obs[10] = 2e-2), in value and in gradient."""
+    torch.manual_seed(0)
+    env = EnvInfo("toy", 2, 5, 3, 4, 16)
+    net = MADS4Net(MADS4Config(**SMALL, norm="batch"), env).train()
+    obs = torch.randn(4, 16, 2, 5, requires_grad=True)
+    state, rtg = torch.randn(4, 16, 3), torch.randn(4, 16)
+    prev = previous_actions(torch.randint(0, 4, (4, 16, 2)), 4)
+    logits = net(rtg, state, obs, prev)
+    logits[:, 3].sum().backward()
+    past, future = obs.grad[:, :4].abs().max().item(), obs.grad[:, 4:].abs().max().item()
+    assert past > 1e-3
+    assert future < 1e-8 * past  # FFT round-off only
+    # and in value: changing the future leaves the past's logits unchanged
+    net.eval()  # (training mode would also move the running statistics between calls)
+    with torch.no_grad():
+        bumped = obs.detach().clone()
+        bumped[:, 10:] += 1.0
+        a, b = net(rtg, state, obs.detach(), prev), net(rtg, state, bumped, prev)
+    assert (a[:, :10] - b[:, :10]).abs().max() < 1e-5
+    assert (a[:, 10:] - b[:, 10:]).abs().max() > 1e-3
+
+
+def test_token_is_the_concatenated_projection_of_fig_1b():
+    """The split projection (shared parts once per timestep) is the paper's token:
+    ReLU(W [e(R); e(o_i); e(a_i); e(i); e(s_g); e(m)] + b) (concatenation order of W's columns)."""
+    torch.manual_seed(0)
+    env = EnvInfo("toy", 3, 5, 4, 4, 12)
+    net = MADS4Net(MADS4Config(**SMALL), env)
+    net.obs_norm.mean.normal_()
+    net.state_norm.std.uniform_(0.5, 2.0)
+    rtg, state, obs = torch.randn(2, 7), torch.randn(2, 7, 4), torch.randn(2, 7, 3, 5)
+    prev, msg = torch.randn(2, 7, 3, 4), torch.randn(2, 7, net.msg_in)
+    pre = net.agent_tokens(rtg, state, obs, prev)
+    for i in range(3):
+        parts = [net.enc_rtg(rtg[..., None]), net.enc_obs(net.obs_norm(obs[:, :, i])),
+                 net.enc_act(prev[:, :, i]), net.enc_id(net.agent_ids[i].expand(2, 7, 3)),
+                 net.enc_state(net.state_norm(state)), net.enc_msg(msg)]
+        assert torch.allclose(net.token(pre[:, :, i], msg), net.proj(torch.cat(parts, -1)),
+                              atol=1e-5)
+
+
+def test_forced_steps_do_not_enter_the_loss(reg, tiny_expert):
+    """An agent with a single available action (a dead agent's no-op) makes no decision:
+    its steps leave the mean cross-entropy and the accuracy."""
+    info = reg.environment("rware-tiny-2ag").info
+    data = OfflineDataset.load(tiny_expert, info)
+    torch.manual_seed(0)
+    algo = MADS4(MADS4Config(**SMALL), info, torch.device("cpu"), 0)
+    algo.setup(data)
+    algo.net.eval()  # the same function in both calls
+    b = data.trajectories(2, np.random.default_rng(0), 40)
+    b.avail[:, 20:, 1] = False  # agent 1 "dies" at t = 20: only its recorded action remains
+    b.avail[:, 20:, 1].scatter_(-1, b.actions[:, 20:, 1, None], True)
+    loss, acc = algo.loss(b)
+    with torch.no_grad():
+        logits = algo.net(b.rtg / algo.rtg_scale, b.state, b.obs,
+                          previous_actions(b.actions, info.n_actions), b.mask)
+    logits = logits.masked_fill(~b.avail, -1e9)
+    ce = torch.nn.functional.cross_entropy(logits.flatten(0, -2), b.actions.flatten(),
+                                           reduction="none").view(b.actions.shape)
+    keep = torch.ones_like(ce, dtype=torch.bool)
+    keep[:, 20:, 1] = False
+    assert torch.allclose(loss, ce[keep].mean(), atol=1e-6)
+    assert loss > ce.mean()  # the forced steps' zero losses would have diluted it
+    right = (logits.argmax(-1) == b.actions)[keep].float().mean()
+    assert torch.allclose(acc, right)
+
+
+def test_random_order_training_evaluates_in_order_0_to_n_minus_1(reg, tiny_expert):
+    """order=random trains on a uniform permutation per update; the policy acts 0, 1, ...:
+    agent 1 hears agent 0 at the same step, agent 0 does not hear agent 1."""
+    info = reg.environment("rware-tiny-2ag").info
+    torch.manual_seed(0)
+    algo = MADS4(MADS4Config(**SMALL, order="random"), info, torch.device("cpu"), 0)
+    algo.setup(OfflineDataset.load(tiny_expert, info))
+    for _ in range(2):
+        algo.update()
+    rng = np.random.default_rng(0)
+    obs = rng.normal(size=(1, 2, info.obs_dim)).astype(np.float32)
+    state = rng.normal(size=(1, info.state_dim)).astype(np.float32)
+    avail = np.ones((1, 2, info.n_actions), bool)
+
+    def features(o):
+        policy = algo.policy(greedy=True)
+        policy.reset(1)
+        policy.act(o, state, avail)
+        return policy.carry["features"][0]
+
+    base = features(obs)
+    for agent, other in ((0, 1), (1, 0)):
+        bumped = obs.copy()
+        bumped[0, agent] += 1.0
+        f = features(bumped)
+        heard = not torch.allclose(f[other], base[other])
+        assert heard == (agent == 0), (agent, other)

@@ -56,7 +56,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from marlbench.nn.common import MaskedBatchNorm
+from marlbench.nn.norm import CausalBatchNorm
 
 KernelMode = Literal["nplr", "s4d"]
 MIN_DECAY = 1e-4  # |Re Λ| floor
@@ -292,21 +292,25 @@ class S4Layer(nn.Module):
     def l_max(self) -> int:
         return self.kernel.L
 
-    def forward(self, u: torch.Tensor, k: torch.Tensor | None = None
-                ) -> tuple[torch.Tensor, torch.Tensor]:
+    def kernel_fft(self, length: int, k: torch.Tensor | None = None) -> torch.Tensor:
+        """rfft of the kernel for inputs of `length` steps, [channels, F, H]: compute it once
+        and pass it as `kf` to every call on that length (e.g. once per agent)."""
+        k = self.kernel() if k is None else k
+        return torch.fft.rfft(k[..., :length], n=2 * length).transpose(1, 2)
+
+    def forward(self, u: torch.Tensor, k: torch.Tensor | None = None,
+                kf: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """u [B, L, H] -> (y [B, L, H], extra readouts [channels-1, B, L, H]).
 
-        Pass `k = self.kernel()` to reuse one kernel for several inputs (e.g. one per agent).
+        Pass `k` (a kernel) or `kf` (`kernel_fft(L)`) to reuse one kernel for several inputs.
         """
         L = u.shape[1]
         if L > self.l_max:
             raise ValueError(f"sequence length {L} exceeds the S4 context {self.l_max}")
-        k = self.kernel() if k is None else k
+        kf = self.kernel_fft(L, k) if kf is None else kf
         n = 2 * L
-        uf = torch.fft.rfft(u.transpose(1, 2), n=n)  # [B, H, F]
-        kf = torch.fft.rfft(k[..., :L], n=n)  # [c, H, F]
-        y = torch.fft.irfft(uf[None] * kf[:, None], n=n)[..., :L]  # [c, B, H, L]
-        y = y.transpose(-1, -2)  # [c, B, L, H]
+        uf = torch.fft.rfft(u, n=n, dim=1)  # [B, F, H]
+        y = torch.fft.irfft(uf[None] * kf[:, None], n=n, dim=2)[:, :, :L]  # [c, B, L, H]
         return y[0] + u * self.D, y[1:]
 
     # -- recurrent view ------------------------------------------------------------------------
@@ -356,9 +360,10 @@ class S4Layer(nn.Module):
 class S4Block(nn.Module):
     """Residual block x + Dropout(GELU(Linear(S4(Norm(x))))) (the MADS4 paper, §4.1).
 
-    `norm="layer"` is LayerNorm; `norm="batch"` is BatchNorm with statistics over valid
-    (unpadded) tokens, kept per `slot` (see MaskedBatchNorm). Both are per-token affine maps at
-    inference, so the convolutional and recurrent views agree.
+    `norm="layer"` is LayerNorm; `norm="batch"` is BatchNorm whose training statistics are
+    causal (token t is normalised with the batch's valid tokens at timesteps <= t; see
+    marlbench.nn.norm) with running statistics kept per `slot`. Both are per-token affine maps
+    at inference, so the convolutional and recurrent views agree.
     """
 
     def __init__(self, d_model: int, d_state: int, l_max: int, channels: int = 1,
@@ -366,7 +371,7 @@ class S4Block(nn.Module):
                  dropout: float = 0.0, n_ssm: int = 1, slots: int = 1):
         super().__init__()
         self.batch_norm = norm == "batch"
-        self.norm = MaskedBatchNorm(d_model, slots) if self.batch_norm else nn.LayerNorm(d_model)
+        self.norm = CausalBatchNorm(d_model, slots) if self.batch_norm else nn.LayerNorm(d_model)
         self.s4 = S4Layer(d_model, d_state, l_max, channels, mode, n_ssm)
         self.mix = nn.Linear(d_model, d_model)
         self.drop = nn.Dropout(dropout)
@@ -375,10 +380,11 @@ class S4Block(nn.Module):
         return self.norm(x, mask, slot) if self.batch_norm else self.norm(x)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None,
-                k: torch.Tensor | None = None, slot: int = 0
+                k: torch.Tensor | None = None, slot: int = 0, kf: torch.Tensor | None = None
                 ) -> tuple[torch.Tensor, torch.Tensor]:
-        """x [B, L, H] -> (x' [B, L, H], extra readouts [c-1, B, L, H])."""
-        y, extra = self.s4(self._norm(x, mask, slot), k)
+        """x [B, L, H] -> (x' [B, L, H], extra readouts [c-1, B, L, H]); `k` / `kf` as in
+        `S4Layer.forward`."""
+        y, extra = self.s4(self._norm(x, mask, slot), k, kf)
         return x + self.drop(torch.nn.functional.gelu(self.mix(y))), extra
 
     def step(self, x: torch.Tensor, state: torch.Tensor, slot: int = 0
