@@ -84,6 +84,10 @@ def _handle_errors(fn):
     return wrapper
 
 
+# click >= 8.2 raises this (a UsageError carrying the help text) for a group called bare.
+_NO_ARGS_IS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())
+
+
 class _OneLineErrors(click.Group):
     """Usage errors (a bad option value, a missing option) as one line on stderr, like every
     other error, instead of click's usage block."""
@@ -94,6 +98,9 @@ class _OneLineErrors(click.Group):
             return super().main(args, prog_name, complete_var, standalone_mode, **extra)
         try:
             rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except _NO_ARGS_IS_HELP as exc:  # a bare group (`marlbench`): its help, as click shows
+            exc.show()
+            sys.exit(exc.exit_code)
         except click.ClickException as exc:
             ctx = getattr(exc, "ctx", None)
             hint = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
@@ -511,16 +518,16 @@ def datasets_import(path, fmt, env, name, quality, allow_pickle, datasets_dir, o
     reg = _registry(reporter)
     spec = reg.environment(env)
     source = importers.open_source(fmt, path, allow_pickle=allow_pickle)
-    check_dims(source, spec)  # before the reference returns are measured
+    check_dims(source, spec)  # before anything is converted
     name = name or importers.default_name(fmt, path)
     if store.is_path(name) or not name.strip():
         raise DatasetError(f"--name {name!r} must be a plain name, not a path")
     out = store.dataset_path(spec.name, name, datasets_dir)
     if out.exists() and not overwrite:
         raise DatasetError(f"{out} already exists (use --overwrite to replace it, or --name)")
-    refs = catalog.reference_returns(reg, spec, reporter)
-    card = importers.write_dataset(source, spec, out, quality=quality, references=refs,
-                                   reporter=reporter)
+    card = importers.write_dataset(
+        source, spec, out, quality=quality, reporter=reporter,
+        references=lambda: catalog.reference_returns(reg, spec, reporter))
     stdout.print(f"{out}: {card['episodes']} episodes, {card['steps']} steps, return "
                  f"{card['return_mean']:.2f} ± {card['return_std']:.2f}, sha256 "
                  f"{card['sha256']} (source sha256 {card['source_sha256']})", highlight=False,

@@ -168,9 +168,12 @@ def _episode_arrays(ep: Episode, k: int, info, keep_state: bool,
 
 
 def write_dataset(source: Source, spec, path: Path, *, quality: str = "imported",
-                  references: Mapping[str, float] | None = None,
-                  reporter: Reporter | None = None) -> dict[str, Any]:
-    """Convert `source` into the dataset file `path` (atomic); returns the card."""
+                  references: Mapping[str, float] | Callable[[], Mapping[str, float]]
+                  | None = None, reporter: Reporter | None = None) -> dict[str, Any]:
+    """Convert `source` into the dataset file `path` (atomic); returns the card.
+
+    `references`: the env's reference returns for the card, or a function measuring them,
+    called only once every episode has converted (bad data fails before that cost)."""
     reporter = reporter or Reporter()
     dims = check_dims(source, spec)
     info = spec.info
@@ -189,6 +192,8 @@ def write_dataset(source: Source, spec, path: Path, *, quality: str = "imported"
                 task.advance()
         if writer.episodes == 0:
             raise DatasetError(f"{source.path} holds no complete episode")
+        if callable(references):
+            references = references()
         notes = dict(source.notes)
         notes["episode_ends"] = (f"{counts['terminated']} terminal, {counts['truncated']} "
                                  f"time limit or cut (stored as truncated; limit "
