@@ -10,6 +10,7 @@ from __future__ import annotations
 import abc
 import dataclasses
 import importlib.util
+import ipaddress
 import logging
 import multiprocessing
 import multiprocessing.connection
@@ -209,12 +210,17 @@ class RayExecutor(Executor):
         call initialised Ray and so must shut it down)."""
         if self.address is None:
             # Bind every Ray service to 127.0.0.1: Ray otherwise picks the address other
-            # machines reach (this switch is read when ray is first imported).
+            # machines reach. Ray reads this switch when first imported (this process and the
+            # cluster's processes); a Ray imported earlier gets its constant set directly.
             os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
         import ray
 
         if ray.is_initialized():  # the caller connected already (library use)
             return ray, False
+        if self.address is None:
+            from ray._private import ray_constants
+
+            ray_constants.ENABLE_RAY_CLUSTER = False
         env = {k: v for k, v in os.environ.items()
                if k in _FORWARDED or k.startswith(_FORWARDED_PREFIXES)}
         kwargs = dict(log_to_driver=False, logging_level=logging.WARNING,
@@ -229,6 +235,13 @@ class RayExecutor(Executor):
             where = f"at {self.address}" if self.address else "locally"
             raise MarlbenchError(f"cannot start Ray {where}: "
                                  f"{str(exc).strip().splitlines()[0]}") from None
+        if self.address is None and not ipaddress.ip_address(
+                ray.util.get_node_ip_address()).is_loopback:
+            ip = ray.util.get_node_ip_address()
+            ray.shutdown()
+            raise MarlbenchError(f"the local Ray cluster bound to {ip}, not the loopback "
+                                 "interface; stopped it (start one yourself and pass "
+                                 "--address)")
         return ray, True
 
 
