@@ -29,22 +29,7 @@ from marlbench.spaces import EnvInfo  # re-exported: part of the plugin contract
 if TYPE_CHECKING:  # imported lazily: env plugins should not pay for torch
     import torch
 
-    # The helpers at the end of this module, for type checkers (`__getattr__` imports them).
-    from marlbench.config import validate_config  # noqa: F401
     from marlbench.data.dataset import OfflineDataset
-    from marlbench.nn import (  # noqa: F401
-        FixedNormalizer,
-        agent_inputs,
-        agent_one_hot,
-        choice_mask,
-        mask_logits,
-        mlp,
-        optimizer_step,
-        return_to_go_scale,
-        select_actions,
-        target_return,
-    )
-    from marlbench.policies import FeedForwardPolicy, soft_update  # noqa: F401
 
 hookimpl = pluggy.HookimplMarker("marlbench")
 
@@ -311,7 +296,8 @@ class RunContext:
 
 
 # ---------------------------------------------------------------------------------------------
-# Helpers for algorithm plugins (torch), imported on first use
+# Helpers for algorithm plugins (torch), imported on first use: by name, so that this module
+# imports none of the modules that build on it (marlbench.policies subclasses Policy)
 # ---------------------------------------------------------------------------------------------
 
 _HELPERS = {
