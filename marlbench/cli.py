@@ -6,7 +6,9 @@ import dataclasses
 import functools
 import os
 import shlex
+import signal
 import sys
+import threading
 import typing
 import warnings
 from pathlib import Path
@@ -84,6 +86,17 @@ def _handle_errors(fn):
     return wrapper
 
 
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def _on_sigterm(handler):
+    """Install `handler` for SIGTERM (main thread only); returns the previous one."""
+    if handler is None or threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGTERM, handler)
+
+
 # click >= 8.2 raises this (a UsageError carrying the help text) for a group called bare.
 _NO_ARGS_IS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())
 
@@ -96,6 +109,9 @@ class _OneLineErrors(click.Group):
              **extra):
         if not standalone_mode:
             return super().main(args, prog_name, complete_var, standalone_mode, **extra)
+        # SIGTERM (kill, timeout, a scheduler) cleans up like Ctrl-C: staging removed, locks
+        # released, one line. The previous handler is restored for in-process callers.
+        previous = _on_sigterm(_interrupt)
         try:
             rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         except _NO_ARGS_IS_HELP as exc:  # a bare group (`marlbench`): its help, as click shows
@@ -109,6 +125,8 @@ class _OneLineErrors(click.Group):
         except click.exceptions.Abort:
             _error_line("aborted")
             sys.exit(1)
+        finally:
+            _on_sigterm(previous)
         sys.exit(rv if isinstance(rv, int) else 0)
 
 
@@ -660,14 +678,28 @@ def _print_sweep_summary(summary) -> None:
 @run_options(("--datasets-root",))
 @click.option("--dry-run", is_flag=True,
               help="List the cells, which are complete, and the estimated cost.")
+@click.option("--report", "report_path", default=None, type=click.Path(path_type=Path),
+              help="Write the reproduction report (every claim of PRESET, or of every preset, "
+                   "judged on the runs under --results) to this file, e.g. "
+                   "results/leaderboard/REPRODUCTION.md; runs nothing.")
 @_handle_errors
-def reproduce(preset, seeds, budget, jobs, executor, address, dry_run, quiet, **params) -> None:
+def reproduce(preset, seeds, budget, jobs, executor, address, dry_run, report_path, quiet,
+              **params) -> None:
     """Run a paper's benchmark PRESET (see `marlbench reproduce` for the list) through the
     sweep machinery: resumable, locked cells; then `marlbench compare`."""
     from marlbench import reproduce as rp
     from marlbench.executors import make_executor
     from marlbench.sweep import parse_seeds
 
+    if report_path is not None:
+        from marlbench.fsutil import io_step, write_text
+
+        presets = [rp.load_preset(n) for n in ([preset] if preset else rp.available())]
+        text = rp.report(presets, params["results_dir"])
+        with io_step("write the reproduction report", report_path):
+            write_text(report_path, text)
+        stdout.print(f"wrote {report_path}", highlight=False)
+        return
     if preset is None:
         t = Table(title="presets (marlbench reproduce PRESET)", title_justify="left")
         for col in ("preset", "what", "parts"):

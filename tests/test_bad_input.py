@@ -99,6 +99,9 @@ CASES = [
     ("run-overwrite-value", [*RUN, "--overwrite=1"], 2, "does not take a value"),
     ("run-quiet-value", [*RUN, "--quiet=no"], 2, "does not take a value"),
     # --- sweep ----------------------------------------------------------------------------------
+    ("run-log-unknown", [*RUN, "--log", "tensorbord"], 1, "Did you mean 'tensorboard'"),
+    ("run-label-path", [*RUN, "--label", "a/b"], 1, "--label must be a folder name"),
+    ("run-label-dots", [*RUN, "--label", ".."], 1, "--label must be a folder name"),
     ("sweep-algos-missing", ["sweep", "--envs", ENV], 2, "Missing option '--algos'"),
     ("sweep-algos-empty", [*SWEEP, "--algos", ","], 1, "at least one algorithm"),
     ("sweep-algos-unknown", [*SWEEP, "--algos", "bc,mads5"], 1, "Did you mean 'mads4'"),
@@ -133,6 +136,23 @@ CASES = [
     ("sweep-greedy-value", [*SWEEP, "--greedy=1"], 2, "does not take a value"),
     ("sweep-dry-run-value", [*SWEEP, "--dry-run=1"], 2, "does not take a value"),
     # --- compare --------------------------------------------------------------------------------
+    ("sweep-log-unknown", [*SWEEP, "--log", "nope"], 1, "unknown logger 'nope'"),
+    ("sweep-executor-unknown", [*SWEEP, "--executor", "dask"], 2,
+     "'--executor': 'dask' is not one of"),
+    ("sweep-ray-no-cluster", [*SWEEP, "--executor", "ray", "--address", "127.0.0.1:1"], 1,
+     "ray"),
+    # --- reproduce (a preset through the sweep machinery) -----------------------------------
+    ("reproduce-unknown", ["reproduce", "mads4-tabel1"], 1, "unknown preset 'mads4-tabel1'"),
+    ("reproduce-seeds-text", ["reproduce", "mads4-table1", "--seeds", "x", "--dry-run"], 1,
+     "bad --seeds"),
+    ("reproduce-budget-unknown", ["reproduce", "mads4-table1", "--budget", "gpu"], 2,
+     "'--budget': 'gpu' is not one of"),
+    ("reproduce-jobs-zero", ["reproduce", "mads4-table1", "--jobs", "0"], 1,
+     "--jobs must be at least 1"),
+    ("reproduce-steps-zero", ["reproduce", "mads4-table1", "--steps", "0", "--dry-run"], 1,
+     "--steps must be a positive integer"),
+    ("reproduce-set-nan", ["reproduce", "mads4-table1", "--set", "lr=nan", "--dry-run"], 1,
+     "lr must be finite"),
     ("compare-results-missing", ["compare", "{tmp}/nowhere"], 1, "does not exist"),
     ("compare-results-empty", ["compare", "{tmp}/empty"], 1, "no completed runs"),
     ("compare-envs-unknown", [*CMP, "--envs", "rware-tiny-2a"], 1, "Did you mean"),
@@ -238,6 +258,8 @@ CASES = [
     ("finetune-results-is-file", ["finetune", "--from", "{mads4_run}", "--results", "{file}",
                                   "-q"], 1, "cannot write the results folder"),
     # --- options --------------------------------------------------------------------------------
+    ("finetune-log-unknown", ["finetune", "--from", "{mads4_run}", "--log", "nope", "-q"], 1,
+     "unknown logger 'nope'"),
     ("options-missing-arg", ["options"], 2, "Missing argument 'ALGO'"),
     ("options-unknown", ["options", "bcc"], 1, "Did you mean 'bc'"),
 ]

@@ -151,3 +151,21 @@ def test_path_lock_is_exclusive_across_processes(tmp_path):
         _kill(proc)
     with path_lock(target, wait=False):  # released by the kernel when the holder died
         assert Path(str(target)).parent.is_dir()
+
+
+def test_sigterm_cleans_up_like_ctrl_c(tmp_path, tiny_expert):
+    """`kill PID` (SIGTERM) removes the run's staging folder and says so in one line."""
+    results = tmp_path / "r"
+    proc = _spawn(["run", "--algo", "bc", "--env", ENV, "--dataset", "expert-4ep", "--results",
+                   str(results), "--steps", "1000000", "--threads", "1", "-q"])
+    staging = results / ENV / "expert-4ep" / "bc" / f".seed-0.staging-{proc.pid}"
+    try:
+        _wait_for(staging.is_dir, proc)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            _kill(proc)
+    assert proc.returncode == 130 and err.strip().splitlines() == [
+        "interrupted: nothing was published"], err
+    assert not staging.exists() and not (staging.parent / "seed-0").exists()
