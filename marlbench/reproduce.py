@@ -26,6 +26,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from marlbench.compare.claims import KINDS, Claim
 from marlbench.errors import ConfigError, UnknownNameError
 from marlbench.runner import RunOptions, results_root
 
@@ -35,6 +36,7 @@ else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
 BUDGETS = ("cpu", "paper")
+_CLAIM_KEYS = {"text", "paper", "kind", "algo", "other", "part", "envs", "reason"}
 _PART_KEYS = {"name", "feeds", "algos", "envs", "datasets", "set", "label", "stage", "from",
               "scratch", "steps"}
 
@@ -65,7 +67,7 @@ class Preset:
     eval_episodes: int
     parts: tuple[Part, ...]
     budgets: dict[str, dict[str, dict[str, Any]]]  # budget -> algo -> config overrides
-    notes: str = ""
+    claims: tuple[Claim, ...] = ()  # what the paper says this grid shows (REPRODUCTION.md)
 
 
 def available() -> list[str]:
@@ -119,10 +121,33 @@ def _parse(name: str, data: dict[str, Any]) -> Preset:
             raise ConfigError(f"preset {name}: {where} continues unknown part {part.source!r}")
         parts.append(part)
     budgets = {b: dict(data.get("budget", {}).get(b, {})) for b in BUDGETS}
+    claims = tuple(_claim(name, i, c, parts) for i, c in enumerate(data.get("claim", ())))
     return Preset(name=name, title=need(data, "title", "the file"), paper=data.get("paper", ""),
                   seeds=str(data.get("seeds", "0-4")),
                   eval_episodes=int(data.get("eval_episodes", 30)), parts=tuple(parts),
-                  budgets=budgets, notes=data.get("notes", ""))
+                  budgets=budgets, claims=claims)
+
+
+def _claim(preset: str, i: int, c: dict[str, Any], parts: list[Part]) -> Claim:
+    """A claim's tasks are the envs x datasets of its part (a finetune part: its source's)."""
+    where = f"preset {preset}: claim {i + 1}"
+    unknown = sorted(set(c) - _CLAIM_KEYS)
+    if unknown or c.get("kind") not in KINDS or "text" not in c:
+        raise ConfigError(f"{where} needs text and a kind in {KINDS} (unknown keys: {unknown})")
+    tasks: tuple[str, ...] = ()
+    if c["kind"] != "untestable":
+        by_name = {p.name: p for p in parts}
+        part = by_name.get(c.get("part", ""))
+        pairwise = c["kind"] in ("greater", "similar")
+        if part is None or not c.get("algo") or (pairwise and not c.get("other")):
+            raise ConfigError(f"{where} needs an existing part, algo (and other unless kind "
+                              "is best)")
+        while part.stage == "finetune":
+            part = by_name[part.source]
+        envs = c.get("envs", part.envs)
+        tasks = tuple(f"{e}/{d}" for e in envs for d in (part.datasets or ("expert",)))
+    return Claim(text=c["text"], paper=c.get("paper", ""), kind=c["kind"], algo=c.get("algo"),
+                 other=c.get("other"), tasks=tasks, reason=c.get("reason", ""))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -258,3 +283,24 @@ def describe_cost(seconds: float | None) -> str:
     if seconds is None:
         return "?"
     return f"{seconds / 60:.1f} min" if seconds < 3600 else f"{seconds / 3600:.1f} h"
+
+
+# ------------------------------------------------------------------------------------------------
+# The reproduction report
+# ------------------------------------------------------------------------------------------------
+
+
+def report(presets: list[Preset], root: Path | None) -> str:
+    """REPRODUCTION.md for `presets`, judged on the completed runs under the results root."""
+    from marlbench.compare import claims
+    from marlbench.compare.results import load_results
+    from marlbench.errors import MarlbenchError
+
+    base = results_root(root)
+    try:
+        runs = load_results(base).runs
+    except MarlbenchError:  # no completed runs yet: every claim is "not run"
+        runs = []
+    sections = [(p.name, [claims.judge(c, runs) for c in p.claims]) for p in presets]
+    commits = sorted({r.code_commit for r in runs if r.code_commit})
+    return claims.to_markdown(sections, base.name, commits)

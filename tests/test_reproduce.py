@@ -114,3 +114,42 @@ def test_estimates_scale_by_steps_and_agents():
     seconds, basis = rp.estimate("bc", "b", 4, 1000, 10, m)
     assert seconds == pytest.approx(40.0) and basis == "scaled from a"
     assert rp.estimate("icq", "a", 2, 1000, 10, m) == (None, "no measurement")
+
+
+def _runs(task, algo, scores):
+    from marlbench.compare.results import RunRecord
+
+    env, dataset = task.split("/")
+    return [RunRecord(env=env, dataset=dataset, algo=algo, seed=i, return_mean=float(s),
+                      episode_returns=(float(s),), train_steps=1, code_commit="abc",
+                      dataset_sha256=None, references={}, command="", path=None)
+            for i, s in enumerate(scores)]
+
+
+def test_claims_are_judged_by_per_task_tests_in_both_directions():
+    from marlbench.compare.claims import Claim, judge
+
+    t1, t2 = "e/a", "e/b"
+    runs = (_runs(t1, "x", [10, 10.5, 11, 10.2, 10.8]) + _runs(t1, "y", [5, 5.5, 6, 5.2, 5.8])
+            + _runs(t2, "x", [5, 6, 7, 5, 6]) + _runs(t2, "y", [5.5, 6, 6.5, 5, 7]))
+    best = judge(Claim("x best", "", "best", algo="x", tasks=(t1, t2)), runs)
+    assert [t.outcome for t in best.tasks] == ["holds", "ties"] and best.verdict == "not shown"
+    flipped = judge(Claim("y > x", "", "greater", algo="y", other="x", tasks=(t1,)), runs)
+    assert flipped.verdict == "not reproduced" and flipped.tasks[0].outcome == "fails"
+    similar = judge(Claim("x ~ y", "", "similar", algo="x", other="y", tasks=(t2,)), runs)
+    assert similar.verdict == "reproduced"
+    not_worse = judge(Claim("x >= y", "", "not_worse", algo="x", tasks=(t1, t2)), runs)
+    assert not_worse.verdict == "reproduced"
+    missing = judge(Claim("z best", "", "best", algo="z", tasks=(t1,)), runs)
+    assert missing.verdict == "not run"
+
+
+def test_the_report_command_judges_every_preset_on_the_runs(tmp_path):
+    out = tmp_path / "REPRODUCTION.md"
+    res = CliRunner().invoke(main, ["reproduce", "--report", str(out), "--results",
+                                    str(tmp_path / "none")], catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    text = out.read_text()
+    for name in rp.available():
+        assert f"## {name}" in text
+    assert "**not testable here**" in text and "SMAX has no colossus" in text
