@@ -226,22 +226,33 @@ class Measured:
 
 
 def measurements(root: Path | None) -> dict[str, list[Measured]]:
-    """Completed runs under the results root, by results folder name (algorithm or label)."""
+    """Completed runs under the results root, by results folder name (algorithm or label);
+    for a folder with none, the reference runs shipped in ``presets/cell_costs.json``."""
     found: dict[str, list[Measured]] = {}
     base = results_root(root)
     for run_json in base.glob("*/*/*/seed-*/run.json"):
         try:
-            s = json.loads(run_json.read_text())
-            train, ev = s["train"], s["eval"]
-            m = Measured(env=s["env"], n_agents=int(s["environment"]["n_agents"]),
-                         seconds_per_step=float(train["seconds"]) / max(int(train["steps"]), 1),
-                         eval_seconds_per_episode=float(ev["seconds"]) / max(
-                             int(ev["episodes"]), 1),
-                         steps=int(train["steps"]))
+            m = measured_run(json.loads(run_json.read_text()))
         except (OSError, ValueError, KeyError, TypeError):
             continue  # an unreadable run is compare's business, not the estimate's
         found.setdefault(run_json.parent.parent.name, []).append(m)
+    shipped = json.loads((resources.files("marlbench") / "presets" / COSTS).read_text())
+    for folder, rows in shipped["runs"].items():
+        if folder not in found:
+            found[folder] = [Measured(**row) for row in rows]
     return found
+
+
+COSTS = "cell_costs.json"
+
+
+def measured_run(summary: dict[str, Any]) -> Measured:
+    """The cost figures of one run.json."""
+    train, ev = summary["train"], summary["eval"]
+    return Measured(env=summary["env"], n_agents=int(summary["environment"]["n_agents"]),
+                    seconds_per_step=float(train["seconds"]) / max(int(train["steps"]), 1),
+                    eval_seconds_per_episode=float(ev["seconds"]) / max(int(ev["episodes"]), 1),
+                    steps=int(train["steps"]))
 
 
 def estimate(folder: str, env: str, n_agents: int, steps: int, eval_episodes: int,
