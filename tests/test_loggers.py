@@ -270,3 +270,29 @@ def test_sweep_workers_log_each_cell(tmp_path, tiny_expert):
     assert res.exit_code == 0, res.output
     with open(results / "logs/csv" / ENV / DATA / "bc/seed-1/train.csv") as fh:
         assert [int(r["step"]) for r in csv.DictReader(fh)] == [100]
+
+
+def test_the_readme_tracker_example_works_as_written(tmp_path, tiny_expert, monkeypatch):
+    """The README's worked example of a non-algorithm plugin, run as printed there."""
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    section = readme.split("### Worked example: a tracker plugin", 1)[1]
+    code = section.split("```python\n", 1)[1].split("```", 1)[0]
+    module = types.ModuleType("my_tracker")
+    exec(compile(code, "README.md: my_tracker.py", "exec"), module.__dict__)
+    reg = build_registry(extra_plugins=[("jsonl", module)])
+    with pytest.raises(UnknownNameError, match="Did you mean 'jsonl'"):
+        loggers.enable(reg, "jsnl")
+    monkeypatch.setenv(loggers.ENV_VAR, "")  # restored after the test
+    assert loggers.enable(reg, "jsonl") == ["jsonl"] and loggers.selected() == {"jsonl"}
+    results = tmp_path / "r"
+    run(RunRequest(algo="bc", env=ENV, dataset=DATA, steps=20, eval_episodes=2,
+                   eval_parallel=1, results_root=results, log_every=10), reg=reg)
+    events = [json.loads(line) for line in
+              (results / "logs/jsonl" / CELL / "events.jsonl").read_text().splitlines()]
+    curve = [json.loads(line) for line in (results / CELL / "metrics.jsonl").read_text()
+             .splitlines()]
+    assert [e for e in events if "step" in e] == [
+        {k: v for k, v in row.items() if k != "seconds"} for row in curve]
+    assert sorted(e["episode"]["episode"] for e in events if "episode" in e) == [0, 1]
+    assert events[-1]["eval"]["return_mean"] == json.loads(
+        (results / CELL / "run.json").read_text())["eval"]["return_mean"]
