@@ -332,10 +332,10 @@ def _stage_and_publish(req: RunRequest, reg: Registry, algo_spec: AlgorithmSpec,
     run it started from). `marlbench finetune` uses both."""
     staging = final.with_name(f".{final.name}.staging-{os.getpid()}")
     failed = final.with_name(f"{final.name}.failed")
-    with io_step("create the staging folder", staging):
-        shutil.rmtree(staging, ignore_errors=True)
-        staging.mkdir(parents=True)
-    try:
+    try:  # the staging folder is removed on any exit (Ctrl-C or SIGTERM included)
+        with io_step("create the staging folder", staging):
+            shutil.rmtree(staging, ignore_errors=True)
+            staging.mkdir(parents=True)
         with io_step("write results into", staging):
             summary = _train_and_evaluate(req, reg, algo_spec, env_spec, config, steps, data,
                                           dataset_name, staging, failed, device, reporter,
