@@ -336,6 +336,7 @@ def plugins(show_all: bool) -> None:
         qualities = ", ".join(reg.recipes_for(specs[0]))
         t.add_row(origin, family, shown, qualities or "-")
     stdout.print(t)
+    _print_loggers(reg)
     if reg.failures:
         t = Table(title="Plugins that failed to load", title_justify="left")
         for col in ("plugin", "distribution", "error"):
@@ -343,6 +344,23 @@ def plugins(show_all: bool) -> None:
         for f in reg.failures:
             t.add_row(f.plugin, f.distribution, f.error)
         stdout.print(t)
+
+
+def _print_loggers(reg) -> None:
+    """The experiment trackers `--log` accepts, and whether each one's extra is installed."""
+    from marlbench.loggers import available, check
+
+    t = Table(title="Loggers (--log)", title_justify="left")
+    for col in ("name", "installed", "description"):
+        t.add_column(col)
+    for name, spec in sorted(available(reg).items()):
+        try:
+            check(reg, [name])
+            installed = "yes"
+        except MarlbenchError:
+            installed = f"no: pip install 'marlbench[{spec.extra}]'" if spec.extra else "no"
+        t.add_row(name, installed, spec.description)
+    stdout.print(t)
 
 
 def _desc(reg, name: str) -> str:
@@ -858,6 +876,9 @@ def compare(results_dir, envs, algos, dataset_names, pairs, fmt, out_dir, reps, 
 
     check_seed(seed)
     pair_list = cmp.parse_pairs(pairs)
+    for x, y in pair_list:
+        if x == y:
+            raise MarlbenchError(f"--pairs {x}:{y} compares {x} with itself")
     if out_dir is not None:
         from marlbench.fsutil import check_writable_dir
 

@@ -193,6 +193,8 @@ class RayExecutor(Executor):
                     task, t0 = pending.pop(ref)
                     try:
                         outcome = ray.get(ref)
+                    except ray.exceptions.RayTaskError as exc:  # raised outside the cell
+                        outcome = _raised(task, exc, time.perf_counter() - t0)
                     except ray.exceptions.RayError as exc:
                         outcome = _lost(task, exc, time.perf_counter() - t0)
                     yield outcome
@@ -261,6 +263,16 @@ def _portable(task: CellTask, threads: int) -> CellTask:
         o, results_root=results_root(o.results_root).absolute(),
         datasets_root=root_dir(o.datasets_root).absolute(),
         threads=o.threads or threads))
+
+
+def _raised(task: CellTask, exc: Exception, seconds: float) -> CellOutcome:
+    """The task raised before or after `execute_cell` (which turns a cell's own errors into
+    outcomes), e.g. a node without marlbench cannot unpickle the task."""
+    cause = getattr(exc, "cause", None) or exc
+    return CellOutcome(task.cell, "failed", seconds,
+                       error=f"the Ray task failed: {type(cause).__name__}: "
+                             f"{str(cause).strip().splitlines()[-1] if str(cause).strip() else ''}",
+                       details=str(exc)[-4000:])
 
 
 def _lost(task: CellTask, exc: Exception, seconds: float) -> CellOutcome:

@@ -58,6 +58,14 @@ def test_unknown_logger_name_is_one_line_with_the_closest_name(tmp_path, tiny_ex
     assert not (tmp_path / "r").exists()
 
 
+def test_plugins_lists_the_trackers_as_plugins_of_marlbench():
+    res = _cli("plugins")
+    assert res.exit_code == 0, res.output
+    table = res.output.split("Loggers (--log)", 1)[1]
+    for name in ("csv", "mlflow", "tensorboard", "wandb"):
+        assert f"│ {name}" in table  # listed, so its plugin module loaded
+
+
 def test_a_tracker_whose_package_is_missing_names_the_extra(tmp_path, tiny_expert):
     # A plugin whose module cannot be found: the spec names the pip extra to install.
     plugin = types.SimpleNamespace(marlbench_loggers=hookimpl(lambda: [LoggerSpec(
