@@ -41,16 +41,16 @@ def nothing_written(root):
     return not root.exists() or not any(p.is_file() for p in root.rglob("*"))
 
 
-def synthetic_episodes(lengths, seed=0, obs_dim=OD):
-    """Random steps of rware-tiny-2ag's shapes; every taken action is available."""
+def synthetic_episodes(lengths, seed=0, obs_dim=OD, n=N, n_actions=A):
+    """Random steps (rware-tiny-2ag's shapes by default); every taken action is available."""
     rng = np.random.default_rng(seed)
     eps = []
     for T in lengths:
-        avail = rng.random((T, N, A)) < 0.7
+        avail = rng.random((T, n, n_actions)) < 0.7
         avail[..., 0] = True
-        actions = np.where(rng.random((T, N)) < 0.5, 0, rng.integers(0, A, (T, N)))
+        actions = np.where(rng.random((T, n)) < 0.5, 0, rng.integers(0, n_actions, (T, n)))
         actions = np.where(np.take_along_axis(avail, actions[..., None], -1)[..., 0], actions, 0)
-        eps.append({"obs": rng.standard_normal((T, N, obs_dim)).astype(np.float32),
+        eps.append({"obs": rng.standard_normal((T, n, obs_dim)).astype(np.float32),
                     "avail": avail, "actions": actions,
                     "rewards": rng.integers(0, 2, T).astype(np.float32)})
     return eps
@@ -242,22 +242,25 @@ def test_cli_help_and_importers_load_without_tensorstore():
 # ----------------------------------------------------------------------------------------------
 
 
-def write_pymarl_dump(folder, eps, terminal, buffer_size, state_dim=10):
+def write_pymarl_dump(folder, eps, terminal, buffer_size, state_dim=10, limit=LIMIT):
     """AlberDICE's ReplayBuffer.save: <key>.npy per scheme key ([E, limit+1, ...], dtypes of
-    pymarl's scheme) and meta.json; row T of an episode holds the final obs/state/avail."""
+    pymarl's scheme) and meta.json; row T of an episode holds the final obs/state/avail.
+    Returns the final observations and the arrays written."""
     folder.mkdir(parents=True)
-    E, L1 = buffer_size, LIMIT + 1
+    E, L1 = buffer_size, limit + 1
+    _, n, od = eps[0]["obs"].shape
+    na = eps[0]["avail"].shape[-1]
     rng = np.random.default_rng(3)
-    a = {"obs": np.zeros((E, L1, N, OD), np.float32), "state": np.zeros((E, L1, state_dim),
+    a = {"obs": np.zeros((E, L1, n, od), np.float32), "state": np.zeros((E, L1, state_dim),
                                                                         np.float32),
-         "actions": np.zeros((E, L1, N, 1), np.int64),
-         "avail_actions": np.zeros((E, L1, N, A), np.int32),
+         "actions": np.zeros((E, L1, n, 1), np.int64),
+         "avail_actions": np.zeros((E, L1, n, na), np.int32),
          "reward": np.zeros((E, L1, 1), np.float32), "terminated": np.zeros((E, L1, 1), np.uint8),
          "filled": np.zeros((E, L1, 1), np.int64)}
     finals = []
     for e, (ep, term) in enumerate(zip(eps, terminal)):
         T = len(ep["rewards"])
-        final_obs = rng.standard_normal((N, OD)).astype(np.float32)
+        final_obs = rng.standard_normal((n, od)).astype(np.float32)
         finals.append(final_obs)
         a["obs"][e, :T], a["obs"][e, T] = ep["obs"], final_obs
         a["state"][e, :T + 1] = rng.standard_normal((T + 1, state_dim))
@@ -266,18 +269,18 @@ def write_pymarl_dump(folder, eps, terminal, buffer_size, state_dim=10):
         a["reward"][e, :T, 0] = ep["rewards"]
         a["terminated"][e, T - 1, 0] = term
         a["filled"][e, :T + 1, 0] = 1
-    a["actions_onehot"] = np.eye(A, dtype=np.float32)[a["actions"][..., 0]]
+    a["actions_onehot"] = np.eye(na, dtype=np.float32)[a["actions"][..., 0]]
     for k, v in a.items():
         np.save(folder / f"{k}.npy", v)
     (folder / "meta.json").write_text(json.dumps(
         {"buffer_index": 0, "episodes_in_buffer": len(eps), "buffer_size": buffer_size}))
-    return finals
+    return finals, a
 
 
 def test_pymarl_dump_import_uses_filled_rows_and_final_row(reg, tmp_path):
     eps = synthetic_episodes([LIMIT, 20], seed=1)
     folder = tmp_path / "rware-tiny-2ag-easy-v4-expert"
-    finals = write_pymarl_dump(folder, eps, terminal=[1, 1], buffer_size=3)
+    finals, _ = write_pymarl_dump(folder, eps, terminal=[1, 1], buffer_size=3)
     spec = reg.environment("rware-tiny-2ag")
     source = importers.open_source("pymarl-npy", folder)
     assert importers.default_name("pymarl-npy", folder) == "pymarl-rware-tiny-2ag-easy-v4-expert"
@@ -291,6 +294,26 @@ def test_pymarl_dump_import_uses_filled_rows_and_final_row(reg, tmp_path):
     assert arrays["steps/terminated"][ends].tolist() == [False, True]
     assert card["source_files"] == 9  # 8 arrays + meta.json
     assert "final_obs" not in card["import_notes"]
+
+
+def test_pymarl_dump_keeps_the_state_of_an_env_that_has_one(reg, tmp_path):
+    """SMAX 3m shapes (own global state): state and final state come from state.npy; PyMARL's
+    own convention (terminated false at the limit) ends up truncated too."""
+    spec = reg.environment("smax-3m")
+    info = spec.info
+    eps = synthetic_episodes([info.episode_limit, 10], seed=5, obs_dim=info.obs_dim,
+                             n=info.n_agents, n_actions=info.n_actions)
+    _, a = write_pymarl_dump(tmp_path / "d", eps, terminal=[0, 1], buffer_size=2,
+                             state_dim=info.state_dim, limit=info.episode_limit)
+    importers.write_dataset(importers.open_source("pymarl-npy", tmp_path / "d"), spec,
+                            tmp_path / "s.h5")
+    _, b = read_arrays(tmp_path / "s.h5")
+    T0 = info.episode_limit
+    assert np.array_equal(b["steps/state"], np.concatenate([a["state"][0, :T0],
+                                                            a["state"][1, :10]]))
+    assert np.array_equal(b["episodes/final_state"], a["state"][[0, 1], [T0, 10]])
+    assert b["steps/truncated"][T0 - 1] and b["steps/terminated"][-1]
+    assert b["steps/terminated"].sum() == 1 and b["steps/truncated"].sum() == 1
 
 
 def test_pymarl_bad_dumps_one_line_nothing_written(tmp_path):
