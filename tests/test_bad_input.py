@@ -159,6 +159,8 @@ CASES = [
     ("compare-algos-unknown", [*CMP, "--algos", "bcc"], 1, "Did you mean 'bc'"),
     ("compare-datasets-unknown", [*CMP, "--datasets", "exprt"], 1, "Did you mean 'expert'"),
     ("compare-pairs-syntax", [*CMP, "--pairs", "bc-madt"], 1, "bad --pairs item"),
+    ("compare-pairs-self", [*CMP, "--pairs", "bc:bc"], 1, "compares bc with itself"),
+    ("compare-pairs-unknown", [*CMP, "--pairs", "bc:nope"], 1, "unknown algorithm in --pairs"),
     ("compare-format-unknown", [*CMP, "--format", "xml"], 2, "'--format': 'xml' is not one of"),
     ("compare-out-is-file", [*CMP, "--out", "{file}"], 1, "cannot write the report folder"),
     ("compare-reps-negative", [*CMP, "--reps", "-1"], 1, "--reps must be non-negative"),
