@@ -357,7 +357,7 @@ def write_madt_episodes(folder, eps, state_dim=12):
         torch.save(episode, folder / f"{k}.pkl")
 
 
-def test_madt_needs_allow_pickle_then_imports(tmp_path):
+def test_madt_needs_allow_pickle_then_imports(reg, tmp_path):
     eps = synthetic_episodes([7, 11], seed=3)
     folder = tmp_path / "5m_vs_6m" / "good"
     write_madt_episodes(folder, eps)
@@ -367,16 +367,16 @@ def test_madt_needs_allow_pickle_then_imports(tmp_path):
     one_line_error(res, "pickles", "--allow-pickle")
     assert nothing_written(root)
 
-    res = invoke("datasets", "import", str(folder), "--format", "madt", "--env",
-                 "rware-tiny-2ag", "--datasets", str(root), "--allow-pickle", "-q")
-    assert res.exit_code == 0, res.output
-    assert "arbitrary code" in res.output  # the warning
-    path = root / "rware-tiny-2ag" / "madt-5m_vs_6m-good.h5"
-    card, arrays = read_arrays(path)
+    assert importers.default_name("madt", folder) == "madt-5m_vs_6m-good"
+    with pytest.warns(UserWarning, match="arbitrary code"):
+        source = importers.open_source("madt", folder, allow_pickle=True)
+    card = importers.write_dataset(source, reg.environment("rware-tiny-2ag"), tmp_path / "m.h5")
+    _, arrays = read_arrays(tmp_path / "m.h5")
     assert card["source_format"] == "madt" and card["source_files"] == 2
     assert np.allclose(arrays["steps/obs"], np.concatenate([e["obs"] for e in eps]))
     assert np.array_equal(arrays["steps/actions"], np.concatenate([e["actions"] for e in eps]))
     assert arrays["steps/terminated"].sum() == 2  # both ended before the limit, all done
+    assert "12 dims) dropped" in card["import_notes"]["state"]  # g, 12 dims here
 
 
 def test_madt_malformed_episode_is_one_line(tmp_path):
