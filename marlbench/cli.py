@@ -590,6 +590,10 @@ def datasets_export(target, fmt, out_dir, vault_name, uid, datasets_dir, overwri
     from marlbench.data.schema import read_card
 
     export = importers.exporter(fmt)
+    for opt, value in (("--vault-name", vault_name), ("--uid", uid)):
+        if value is not None and (not value.strip() or "/" in value or os.sep in value
+                                  or value in (".", "..")):
+            raise MarlbenchError(f"{opt} {value!r} must be a plain folder name")
     path = _dataset_file(target, datasets_dir)
     card = read_card(path)
     final = export(path, out_dir, vault_name=vault_name or f"{card['env']}.vlt",
