@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -33,8 +33,8 @@ from marlbench.fsutil import check_writable_dir, path_lock, remove_dead_staging
 from marlbench.plugins import Registry, registry
 from marlbench.progress import Reporter
 from marlbench.runner import (
-    EVAL_EPISODES,
     RunContext,
+    RunOptions,
     RunRequest,
     _refuse_existing,
     _stage_and_publish,
@@ -48,22 +48,17 @@ from marlbench.runner import (
 FILES = ("config.json", "model.safetensors", "eval.json")  # besides run.json
 
 
-@dataclass(frozen=True)
-class FinetuneRequest:
+@dataclass(frozen=True, kw_only=True)
+class FinetuneRequest(RunOptions):
+    """The offline run to start from, and the run's options (the one `RunOptions` type that
+    `run` and `sweep` use; `episodes` and `datasets_root` do not apply: no dataset)."""
+
     source: Path  # a complete offline MADS4 results folder (…/<algo>/seed-K)
     scratch: bool = False  # Fig. 2's baseline: random initialisation
     env: str | None = None  # when given, the source must be a run of this env
     seed: int | None = None  # default: the source run's seed
-    steps: int | None = None  # default: the fine-tuner config's `steps`
-    eval_episodes: int = EVAL_EPISODES
-    eval_parallel: int = 10
-    device: str = "cpu"
-    overrides: dict[str, Any] = field(default_factory=dict)
-    results_root: Path | None = None  # default: the source run's results root
-    overwrite: bool = False
+    # steps: default the fine-tuner config's `steps`; results_root: default the source run's
     log_every: int = 1  # one curve point per update
-    threads: int | None = None
-    greedy: bool = False
 
 
 def read_source(path: Path, reg: Registry, env: str | None = None) -> dict[str, Any]:
@@ -130,11 +125,8 @@ def finetune(req: FinetuneRequest, reporter: Reporter | None = None,
     root = req.results_root if req.results_root is not None else source.parents[3]
     dataset = summary["dataset"]
     final = cell_dir(root, env_spec.name, dataset, spec.name, seed)
-    run_req = RunRequest(algo=spec.name, env=env_spec.name, seed=seed, steps=steps,
-                         eval_episodes=req.eval_episodes, eval_parallel=req.eval_parallel,
-                         device=req.device, overrides=dict(req.overrides), results_root=root,
-                         overwrite=req.overwrite, log_every=req.log_every,
-                         threads=req.threads, greedy=req.greedy)
+    run_req = RunRequest.of(replace(req, steps=steps, results_root=root), algo=spec.name,
+                            env=env_spec.name, dataset=None, seed=seed)
     _refuse_existing(final, req.overwrite)
     check_writable_dir(final.parent, "results")
     env_spec.factory().close()
