@@ -142,60 +142,72 @@ def main() -> None:
 # ------------------------------------------------------------------------------------------------
 
 
-def run_options(datasets_flags: tuple[str, ...]):
-    """The options `run` and `sweep` share, as one decorator; the command receives them as
-    keyword arguments that `_options` turns into one `RunOptions`."""
+def run_options(datasets_flags: tuple[str, ...] | None, **help_text: str):
+    """The options `run`, `sweep`, `reproduce` and `finetune` share, as one decorator; the
+    command receives them as keyword arguments that `_options` turns into one `RunOptions`.
+
+    `datasets_flags`: the flags of the datasets root (`sweep` uses --datasets for names), or
+    None for a command without a dataset (no --episodes, no datasets root). `help_text`
+    replaces an option's help, by parameter name.
+    """
+    def option(name, *flags, **kw):
+        kw["help"] = help_text.get(name, kw["help"])
+        return click.option(*flags, name, **kw)
+
     shared = [
-        click.option("--steps", default=None, type=int,
-                     help="Training updates. Default: the algorithm's budget "
-                          "(`marlbench options ALGO`)."),
-        click.option("--eval-episodes", default=30, show_default=True, type=int,
-                     help="Online evaluation episodes per cell (paper: 30)."),
-        click.option("--eval-parallel", default=10, show_default=True, type=int,
-                     help="Evaluation envs stepped in lockstep (batched inference)."),
-        click.option("--episodes", default=None, type=int,
-                     help="Dataset size if it must be collected (paper: 1000)."),
-        click.option("--device", default="cpu", show_default=True,
-                     help="torch device, e.g. cuda:0."),
-        click.option("--threads", default=None, type=int,
-                     help="torch CPU threads [run: torch's default; sweep: CPU cores / --jobs]."),
-        click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
-                     help="Override an algorithm option (of every algorithm in a sweep); "
-                          "repeatable."),
-        click.option("--results", "results_dir", default=None, type=click.Path(path_type=Path),
-                     help="Results root [default: $MARLBENCH_RESULTS or ./results]."),
-        click.option(*datasets_flags, "datasets_dir", default=None,
-                     type=click.Path(path_type=Path),
-                     help="Datasets root [default: $MARLBENCH_DATASETS or ./datasets]."),
-        click.option("--greedy", is_flag=True,
-                     help="Evaluate with argmax actions (default: sample from the masked "
-                          "policy)."),
-        click.option("--quiet", "-q", is_flag=True, help="No progress bars (for scripts)."),
+        option("steps", "--steps", default=None, type=int,
+               help="Training updates. Default: the algorithm's budget "
+                    "(`marlbench options ALGO`)."),
+        option("eval_episodes", "--eval-episodes", default=30, show_default=True, type=int,
+               help="Online evaluation episodes per cell (paper: 30)."),
+        option("eval_parallel", "--eval-parallel", default=10, show_default=True, type=int,
+               help="Evaluation envs stepped in lockstep (batched inference)."),
+        option("device", "--device", default="cpu", show_default=True,
+               help="torch device, e.g. cuda:0."),
+        option("threads", "--threads", default=None, type=int,
+               help="torch CPU threads [run: torch's default; sweep: CPU cores / --jobs]."),
+        option("sets", "--set", multiple=True, metavar="KEY=VALUE",
+               help="Override an algorithm option (of every algorithm in a sweep); "
+                    "repeatable."),
+        option("results_dir", "--results", default=None, type=click.Path(path_type=Path),
+               help="Results root [default: $MARLBENCH_RESULTS or ./results]."),
+        option("greedy", "--greedy", is_flag=True,
+               help="Evaluate with argmax actions (default: sample from the masked policy)."),
+        option("quiet", "--quiet", "-q", is_flag=True, help="No progress bars (for scripts)."),
     ]
+    if datasets_flags is not None:
+        shared[3:3] = [
+            option("episodes", "--episodes", default=None, type=int,
+                   help="Dataset size if it must be collected (paper: 1000)."),
+            option("datasets_dir", *datasets_flags, default=None,
+                   type=click.Path(path_type=Path),
+                   help="Datasets root [default: $MARLBENCH_DATASETS or ./datasets]."),
+        ]
 
     def decorate(fn):
-        for option in reversed(shared):
-            fn = option(fn)
+        for opt in reversed(shared):
+            fn = opt(fn)
         return fn
 
     return decorate
 
 
-_OPTION_PARAMS = ("steps", "eval_episodes", "eval_parallel", "episodes", "device", "threads",
-                  "sets", "results_dir", "datasets_dir", "greedy")
+_OPTION_PARAMS = {"steps": "steps", "eval_episodes": "eval_episodes",
+                  "eval_parallel": "eval_parallel", "episodes": "episodes", "device": "device",
+                  "threads": "threads", "sets": "overrides", "results_dir": "results_root",
+                  "datasets_dir": "datasets_root", "greedy": "greedy"}
 
 
-def _options(params: dict, **extra):
-    """`RunOptions` from the shared options (popped from `params`); values checked here."""
+def _options(params: dict, cls=None, **extra):
+    """One `RunOptions` (or `cls`, a subclass) from the shared options, popped from `params`,
+    plus `extra` fields; values are checked on creation."""
     from marlbench.config import parse_assignments
     from marlbench.runner import RunOptions
 
-    p = {k: params.pop(k) for k in _OPTION_PARAMS}
-    return RunOptions(steps=p["steps"], eval_episodes=p["eval_episodes"],
-                      eval_parallel=p["eval_parallel"], episodes=p["episodes"],
-                      device=p["device"], threads=p["threads"],
-                      overrides=parse_assignments(p["sets"]), results_root=p["results_dir"],
-                      datasets_root=p["datasets_dir"], greedy=p["greedy"], **extra)
+    values = {field: params.pop(name) for name, field in _OPTION_PARAMS.items()
+              if name in params}
+    values["overrides"] = parse_assignments(values["overrides"])
+    return (cls or RunOptions)(**values, **extra)
 
 
 def log_option(fn):
@@ -261,35 +273,23 @@ def run(algo, env, dataset, seed, overwrite, label, quiet, log, **params) -> Non
                    "writes <algo>+scratch instead of <algo>+ft.")
 @click.option("--env", default=None, help="Check that --from is a run of this env.")
 @click.option("--seed", default=None, type=int, help="Seed [default: the offline run's].")
-@click.option("--steps", default=None, type=int,
-              help="Updates (one episode per env each). Default: `marlbench options mads4+ft`.")
-@click.option("--eval-episodes", default=30, show_default=True, type=int,
-              help="Online evaluation episodes after fine-tuning (paper: 30).")
-@click.option("--eval-parallel", default=10, show_default=True, type=int)
-@click.option("--device", default="cpu", show_default=True, help="torch device, e.g. cuda:0.")
-@click.option("--threads", default=None, type=int, help="torch CPU threads.")
-@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
-              help="Override a fine-tuning option (`marlbench options mads4+ft`); repeatable.")
-@click.option("--results", "results_dir", default=None, type=click.Path(path_type=Path),
-              help="Results root [default: the one the offline run is in].")
-@click.option("--greedy", is_flag=True, help="Evaluate with argmax actions.")
+@run_options(None,
+             steps="Updates (one episode per env each). Default: `marlbench options mads4+ft`.",
+             eval_episodes="Online evaluation episodes after fine-tuning (paper: 30).",
+             threads="torch CPU threads.",
+             sets="Override a fine-tuning option (`marlbench options mads4+ft`); repeatable.",
+             results_dir="Results root [default: the one the offline run is in].")
 @click.option("--overwrite", is_flag=True, help="Replace an existing result of this cell.")
-@click.option("--quiet", "-q", is_flag=True, help="No progress bars (for scripts).")
 @log_option
 @_handle_errors
-def finetune(source, scratch, env, seed, steps, eval_episodes, eval_parallel, device, threads,
-             sets, results_dir, greedy, overwrite, quiet, log) -> None:
+def finetune(source, scratch, env, seed, overwrite, quiet, log, **params) -> None:
     """Fine-tune an offline MADS4 run on-policy (paper §4.2, Algorithm 2); writes
     <env>/<dataset>/mads4+ft/seed-K/ next to it (mads4+scratch with --from-scratch)."""
-    from marlbench.config import parse_assignments
     from marlbench.finetune import FinetuneRequest
     from marlbench.finetune import finetune as finetune_cell
 
-    req = FinetuneRequest(source=source, scratch=scratch, env=env, seed=seed, steps=steps,
-                          eval_episodes=eval_episodes, eval_parallel=eval_parallel,
-                          device=device, overrides=parse_assignments(sets),
-                          results_root=results_dir, overwrite=overwrite, threads=threads,
-                          greedy=greedy)
+    req = _options(params, FinetuneRequest, source=source, scratch=scratch, env=env, seed=seed,
+                   overwrite=overwrite)
     reporter = _reporter(quiet)
     reg = _registry(reporter)
     _enable_loggers(reg, log)
