@@ -13,6 +13,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -139,3 +140,46 @@ def test_ray_sweep_records_a_failed_and_a_killed_cell_and_resume_completes_them(
                     for p in (results / "logs" / "csv").rglob("train.csv"))
     assert logged == [f"{ENV}/{DATA}/bc/seed-1", f"{ENV}/{SPARE}/bc/seed-0",
                       f"{ENV}/{SPARE}/bc/seed-1"]
+
+
+@pytest.mark.slow
+def test_a_sweep_on_a_running_ray_cluster_given_by_address(tmp_path, tiny_expert):
+    """`ray start --head` (ours, on loopback, stopped by its process group), then a sweep with
+    --address: cells run on that cluster and land in the same layout; the cluster stays up."""
+    import os
+
+    port = _free_port()
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+    head = subprocess.Popen([str(Path(sys.executable).with_name("ray")), "start", "--head",
+                             "--block", "--node-ip-address", "127.0.0.1", "--port", str(port),
+                             "--num-cpus", "2", "--include-dashboard", "false",
+                             "--disable-usage-stats"], env=env, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while True:  # the GCS port answers once the head is up
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline and head.poll() is None, "no Ray head"
+                time.sleep(0.5)
+        results = tmp_path / "r"
+        cmd = [sys.executable, "-m", "marlbench.cli", "sweep", "--executor", "ray",
+               "--address", f"127.0.0.1:{port}", "--threads", "1", "--algos", "bc",
+               "--envs", ENV, "--datasets", DATA, "--seeds", "0-1", "--steps", "50",
+               "--eval-episodes", "1", "--eval-parallel", "1", "--results", str(results)]
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert "2 done, 0 failed, 0 skipped" in done.stdout, done.stdout
+        assert f"the Ray cluster at 127.0.0.1:{port}" in done.stderr
+        for seed in (0, 1):
+            assert is_complete(results / ENV / DATA / f"bc/seed-{seed}")
+        assert head.poll() is None  # connecting to a cluster does not stop it
+    finally:
+        os.killpg(head.pid, signal.SIGTERM)
+        try:
+            head.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(head.pid, signal.SIGKILL)
+            head.wait()
