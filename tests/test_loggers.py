@@ -304,3 +304,25 @@ def test_the_readme_tracker_example_works_as_written(tmp_path, tiny_expert, monk
     assert sorted(e["episode"]["episode"] for e in events if "episode" in e) == [0, 1]
     assert events[-1]["eval"]["return_mean"] == json.loads(
         (results / CELL / "run.json").read_text())["eval"]["return_mean"]
+
+
+def test_finetune_logs_like_run(tmp_path, tiny_expert):
+    """`finetune --log` (MADS4's online stage) goes through the same hooks as `run`."""
+    tiny = ["--set", "d_model=8", "--set", "d_state=8", "--set", "n_layers=1", "--set",
+            "embed_dim=8", "--set", "message_dim=8", "--set", "batch_size=2"]
+    quick = ["--eval-episodes", "1", "--eval-parallel", "1", "--threads", "1", "-q"]
+    results = tmp_path / "r"
+    res = _cli("run", "--algo", "mads4", "--env", ENV, "--dataset", DATA, "--steps", "3",
+               "--results", str(results), *tiny, *quick)
+    assert res.exit_code == 0, res.output
+    res = _cli("finetune", "--from", str(results / ENV / DATA / "mads4/seed-0"), "--steps", "2",
+               "--set", "n_envs=1", "--set", "epochs=1", "--set", "critic_warmup=1",
+               "--log", "csv", *quick)
+    assert res.exit_code == 0, res.output
+    cell = results / ENV / DATA / "mads4+ft/seed-0"
+    curve = [json.loads(line) for line in (cell / "metrics.jsonl").read_text().splitlines()]
+    with open(results / "logs/csv" / ENV / DATA / "mads4+ft/seed-0/train.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [int(r["step"]) for r in rows] == [r["step"] for r in curve] == [1, 2]
+    assert [float(r["actor_trained"]) for r in rows] == [r["actor_trained"] for r in curve]
+    assert not (results / "logs/csv" / ENV / DATA / "mads4").exists()  # run had no --log
