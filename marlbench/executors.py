@@ -229,8 +229,10 @@ class RayExecutor(Executor):
                       runtime_env={"env_vars": env} if env else None)
         try:
             if self.address is None:
-                ray.init(num_cpus=self.jobs * self.threads, include_dashboard=False,
-                         object_store_memory=_LOCAL_OBJECT_STORE, **kwargs)
+                # "local": always a new cluster, even where `ray start` runs one already
+                ray.init(address="local", num_cpus=self.jobs * self.threads,
+                         include_dashboard=False, object_store_memory=_LOCAL_OBJECT_STORE,
+                         **kwargs)
             else:
                 ray.init(address=self.address, **kwargs)
         except Exception as exc:  # noqa: BLE001 - Ray raises several kinds; one line

@@ -75,7 +75,7 @@ def test_ray_sweep_records_a_failed_and_a_killed_cell_and_resume_completes_them(
     (datasets / ENV).mkdir(parents=True)
     for name in (DATA, SPARE):
         shutil.copy(tiny_expert, datasets / ENV / f"{name}.h5")
-    opts = RunOptions(steps=300, eval_episodes=1, eval_parallel=1, results_root=results,
+    opts = RunOptions(steps=150, eval_episodes=1, eval_parallel=1, results_root=results,
                       datasets_root=datasets)
     tasks = plan(reg, ["bc"], [ENV], [DATA, SPARE], [0, 1], opts)
     # The spare dataset is damaged after planning: both of its cells fail when they load it.
@@ -121,7 +121,7 @@ def test_ray_sweep_records_a_failed_and_a_killed_cell_and_resume_completes_them(
     shutil.copy(tiny_expert, spare)
     cmd = [sys.executable, "-m", "marlbench.cli", "sweep", "--executor", "ray", "--jobs", "2",
            "--threads", "1", "--algos", "bc", "--envs", ENV, "--datasets", f"{DATA},{SPARE}",
-           "--seeds", "0-1", "--steps", "300", "--eval-episodes", "1", "--eval-parallel", "1",
+           "--seeds", "0-1", "--steps", "150", "--eval-episodes", "1", "--eval-parallel", "1",
            "--datasets-root", str(datasets), "--results", str(results), "--log", "csv", "-q"]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr
@@ -150,10 +150,12 @@ def test_a_sweep_on_a_running_ray_cluster_given_by_address(tmp_path, tiny_expert
 
     port = _free_port()
     env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+    temp = Path(f"/tmp/mb-ray-{port}")  # Ray's socket paths must stay short; removed after
     head = subprocess.Popen([str(Path(sys.executable).with_name("ray")), "start", "--head",
                              "--block", "--node-ip-address", "127.0.0.1", "--port", str(port),
                              "--num-cpus", "2", "--include-dashboard", "false",
-                             "--disable-usage-stats"], env=env, start_new_session=True,
+                             "--temp-dir", str(temp), "--disable-usage-stats"], env=env,
+                            start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 120
@@ -183,3 +185,4 @@ def test_a_sweep_on_a_running_ray_cluster_given_by_address(tmp_path, tiny_expert
         except subprocess.TimeoutExpired:
             os.killpg(head.pid, signal.SIGKILL)
             head.wait()
+        shutil.rmtree(temp, ignore_errors=True)
