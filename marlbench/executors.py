@@ -159,7 +159,7 @@ class RayExecutor(Executor):
                  connect_timeout: float = 5.0):
         if jobs < 1:
             raise MarlbenchError(f"--jobs must be at least 1 (got {jobs})")
-        if importlib.util.find_spec("ray") is None:
+        if not _importable("ray"):
             raise MarlbenchError("--executor ray needs the 'ray' extra, which is not "
                                  "installed: pip install 'marlbench[ray]'")
         self.jobs, self.address = jobs, address
@@ -247,6 +247,14 @@ class RayExecutor(Executor):
                                  "interface; stopped it (start one yourself and pass "
                                  "--address)")
         return ray, True
+
+
+def _importable(module: str) -> bool:
+    """Whether `module` can be imported, without importing it (Ray takes a second)."""
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
 
 
 def _ray_cell(task: CellTask) -> CellOutcome:

@@ -5,6 +5,7 @@ are recorded as the local executor records them, and re-running the sweep comple
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import shutil
 import signal
@@ -23,9 +24,9 @@ from marlbench.executors import RayExecutor
 from marlbench.runner import RunOptions, is_complete
 from marlbench.sweep import plan, sweep
 
-pytest.importorskip("ray")
-
 ENV, DATA, SPARE = "rware-tiny-2ag", "expert-4ep", "spare"
+needs_ray = pytest.mark.skipif(importlib.util.find_spec("ray") is None,
+                               reason="the 'ray' extra is not installed")
 
 
 @pytest.fixture(autouse=True)
@@ -43,6 +44,26 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def test_without_the_ray_extra_executor_ray_is_one_line_naming_it(tmp_path):
+    code = ("import sys\n"
+            "class Hide:\n"
+            "    def find_spec(self, name, path=None, target=None):\n"
+            "        if name.split('.')[0] == 'ray':\n"
+            "            raise ModuleNotFoundError(name)\n"
+            "sys.meta_path.insert(0, Hide())\n"
+            "from marlbench.cli import main\n"
+            "main()\n")
+    res = subprocess.run([sys.executable, "-c", code, "sweep", "--algos", "bc", "--envs", ENV,
+                          "--seeds", "0", "--executor", "ray", "--results", str(tmp_path / "r"),
+                          "--datasets-root", str(tmp_path / "ds")],
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 1, res.stdout + res.stderr
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and "pip install 'marlbench[ray]'" in lines[0], res.stderr
+    assert not (tmp_path / "r").exists() and not (tmp_path / "ds").exists()
+
+
+@needs_ray
 def test_a_ray_address_that_does_not_answer_is_one_line_and_writes_nothing(tmp_path):
     port = _free_port()
     res = CliRunner().invoke(main, [
@@ -67,6 +88,7 @@ def _staging_pid(algo_dir, seed):
     return None
 
 
+@needs_ray
 def test_ray_sweep_records_a_failed_and_a_killed_cell_and_resume_completes_them(
         reg, tmp_path, tiny_expert):
     import ray
@@ -142,6 +164,7 @@ def test_ray_sweep_records_a_failed_and_a_killed_cell_and_resume_completes_them(
                       f"{ENV}/{SPARE}/bc/seed-1"]
 
 
+@needs_ray
 @pytest.mark.slow
 def test_a_sweep_on_a_running_ray_cluster_given_by_address(tmp_path, tiny_expert):
     """`ray start --head` (ours, on loopback, stopped by its process group), then a sweep with
