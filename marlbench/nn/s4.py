@@ -54,6 +54,7 @@ from typing import Literal
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from marlbench.nn.norm import CausalBatchNorm
@@ -245,8 +246,8 @@ class SSMKernel(nn.Module):
 
         Returned in float32, "real-interleaved" coordinates (a complex vector z [.., N/2] is
         the real [.., N] = view_as_real(z).flatten(-2)):
-        (α [H, N/2] complex, S [H, N, 2] or None (S4D) with s = x_r @ S = (s1, s3),
-        V [H, 3, N] rows (v1, v3, vu) (S4D: [H, 1, N] row γ), C_r [H, N, c] with y = x_r @ C_r).
+        (α [H, N/2] complex, S [H, 2, N] rows (P, P ᾱ) giving (s1, s3) = S x_r, or None (S4D),
+        V [H, 3, N] rows (v1, v3, vu) (S4D: [H, 1, N] row γ), C_r [H, c, N] with y = C_r x_r).
         """
         dt = torch.exp(self.log_dt.double())[:, None]  # [H, 1]
         lam = self._lambda().to(torch.complex128)
@@ -265,15 +266,14 @@ class SSMKernel(nn.Module):
             dot = lambda a, b: (a.conj() * b).sum(-1, keepdim=True).real  # noqa: E731
             V = torch.stack([r(g * dot(P, beta) - beta), r(-g), r(gamma - g * dot(P, gamma))],
                             1)
-            S = torch.stack([r(P), r(P * alpha.conj())], -1)
-            S = S.float()
+            S = torch.stack([r(P), r(P * alpha.conj())], 1).float()
         else:
             c = _cplx(self.C).to(torch.complex128)
             alpha = torch.exp(dt * lam)
             V = r((alpha - 1) / lam * B)[:, None]
             S = None
         # y = 2 Re(c x) = Σ 2 Re c Re x - 2 Im c Im x
-        C_r = r(2 * c.conj()).permute(1, 2, 0)  # [H, N, channels]
+        C_r = r(2 * c.conj()).transpose(0, 1)  # [H, channels, N]
         return (alpha.to(torch.complex64), S, V.float().contiguous(),
                 C_r.float().contiguous())
 
@@ -317,43 +317,46 @@ class S4Layer(nn.Module):
 
     def step_matrices(self) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor,
                                      torch.Tensor]:
-        """Cached `SSMKernel.step_params()`; recomputed whenever a kernel parameter changed
-        (the key is each parameter's in-place version counter: no host sync, any device)."""
-        params = list(self.kernel.parameters())
-        key = tuple((id(p), p._version) for p in params)
+        """Cached `SSMKernel.step_params()`; recomputed whenever a kernel parameter changed in
+        place or was replaced (the key is each parameter's version counter and storage
+        address: no host sync, any device)."""
+        key = tuple((p._version, p.data_ptr()) for p in self.kernel._parameters.values())
         if self._step_cache is None or self._step_cache[0] != key:
             self._step_cache = (key, self.kernel.step_params())
         return self._step_cache[1]
 
     def initial_state(self, batch: int) -> torch.Tensor:
-        """Zero state [H, batch, N]: the N/2 complex modes of each channel (one of each
-        conjugate pair) as interleaved (Re, Im), laid out for batched row-vector products."""
-        return torch.zeros(self.kernel.H, batch, self.kernel.N, device=self.D.device)
+        """Zero state [batch, H, N]: the N/2 complex modes of each channel (one of each
+        conjugate pair) as interleaved (Re, Im)."""
+        return torch.zeros(batch, self.kernel.H, self.kernel.N, device=self.D.device)
 
     def step(self, u: torch.Tensor, state: torch.Tensor
              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """One O(N) step: u [B, H], state [H, B, N] -> (y [B, H], extras [c-1, B, H], state).
+        """One O(N) step: u [B, H], state [B, H, N] -> (y [B, H], extras [c-1, B, H], state).
 
-        x_t = α x_{t-1} + [s1, s3, u_t] V (diagonal plus rank 1, see `step_params`),
-        y_t = 2 Re(c x_t) (+ D u_t for readout 0). Five batched ops per layer, no N x N.
+        x_t = α x_{t-1} + [s1, s3, u_t] V (diagonal plus rank 1, see `SSMKernel.step_params`),
+        y_t = 2 Re(c x_t) (+ D u_t for readout 0). Elementwise products and short sums over
+        [B, H, N] (on CPU tiny batched matmuls cost more in dispatch than they compute).
         """
         alpha, S, V, C_r = self.step_matrices()
-        H, B, N = state.shape
-        ut = u.t()[:, :, None]  # [H, B, 1]
-        rot = torch.view_as_real(torch.view_as_complex(state.view(H, B, N // 2, 2))
-                                 * alpha[:, None]).view(H, B, N)
-        coef = ut if S is None else torch.cat([torch.bmm(state, S), ut], -1)  # [H, B, 1 | 3]
-        state = torch.baddbmm(rot, coef, V)
-        out = torch.bmm(state, C_r).permute(2, 1, 0)  # [c, B, H]
-        return out[0] + u * self.D, out[1:], state
+        B, H, N = state.shape
+        rot = torch.view_as_real(torch.view_as_complex(state.view(B, H, N // 2, 2))
+                                 * alpha).view(B, H, N)
+        if S is None:  # S4D: diagonal only
+            state = torch.addcmul(rot, u[..., None], V[:, 0])
+        else:
+            coef = torch.cat([(state[:, :, None] * S).sum(-1), u[..., None]], -1)  # [B, H, 3]
+            state = rot + (coef[..., None] * V).sum(-2)
+        out = (state[:, :, None] * C_r).sum(-1)  # [B, H, c]
+        return torch.addcmul(out[..., 0], u, self.D), out[..., 1:].permute(2, 0, 1), state
 
     def dense_step(self, u: torch.Tensor, state: torch.Tensor
                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Reference O(N^2) step with the dense real Ā (tests and benches only); its state
-        [H, B, N] is in [Re x_half, Im x_half] coordinates, not `step`'s interleaved ones."""
+        [B, H, N] (start from zeros) is in [Re x_half, Im x_half] coordinates, not `step`'s."""
         A, Bv, C = self.kernel.recurrence()
-        state = torch.baddbmm(u.t()[:, :, None] * Bv[:, None, :], state, A.transpose(1, 2))
-        out = torch.bmm(state, C.permute(1, 2, 0)).permute(2, 1, 0)
+        state = torch.einsum("hij,bhj->bhi", A, state) + u[..., None] * Bv
+        out = torch.einsum("chn,bhn->cbh", C, state)
         return out[0] + u * self.D, out[1:], state
 
 
@@ -389,6 +392,13 @@ class S4Block(nn.Module):
 
     def step(self, x: torch.Tensor, state: torch.Tensor, slot: int = 0
              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """x [B, H] one step -> (x' [B, H], extras [c-1, B, H], state)."""
-        y, extra, state = self.s4.step(self._norm(x, None, slot), state)
-        return x + self.drop(torch.nn.functional.gelu(self.mix(y))), extra, state
+        """x [B, H] one step -> (x' [B, H], extras [c-1, B, H], state). Normalisation by the
+        running statistics (never updated here), as at inference."""
+        if self.batch_norm:
+            scale, shift = self.norm.affine(slot)
+            u = torch.addcmul(shift, x, scale)
+        else:
+            u = self.norm(x)
+        y, extra, state = self.s4.step(u, state)
+        h = F.gelu(F.linear(y, self.mix.weight, self.mix.bias))
+        return x + (self.drop(h) if self.training else h), extra, state
