@@ -48,11 +48,13 @@ def _reporter(quiet: bool) -> RichReporter:
     return reporter
 
 
-def _registry(reporter: RichReporter):
+def _registry(reporter: RichReporter, warn: bool = True):
+    """The plugin registry; each plugin that failed to load is warned about once (`plugins`
+    lists them in a table instead)."""
     from marlbench.plugins import registry
 
     reg = registry()
-    for failure in reg.failures:
+    for failure in reg.failures if warn else ():
         reporter.warn(str(failure))
     return reg
 
@@ -314,7 +316,7 @@ def finetune(source, scratch, env, seed, overwrite, quiet, log, **params) -> Non
 def plugins(show_all: bool) -> None:
     """List registered algorithms and environments and which plugin provides them."""
     reporter = _reporter(False)
-    reg = _registry(reporter)
+    reg = _registry(reporter, warn=False)  # failures: in the table below
     t = Table(title="Algorithms", title_justify="left")
     for col in ("name", "execution", "global state", "plugin", "description"):
         t.add_column(col)
@@ -704,8 +706,9 @@ def _print_sweep_summary(summary) -> None:
               help="Write the reproduction report (every claim of PRESET, or of every preset, "
                    "judged on the runs under --results) to this file, e.g. "
                    "results/leaderboard/REPRODUCTION.md; runs nothing.")
+@log_option
 @_handle_errors
-def reproduce(preset, seeds, budget, jobs, executor, address, dry_run, report_path, quiet,
+def reproduce(preset, seeds, budget, jobs, executor, address, dry_run, report_path, quiet, log,
               **params) -> None:
     """Run a paper's benchmark PRESET (see `marlbench reproduce` for the list) through the
     sweep machinery: resumable, locked cells; then `marlbench compare`."""
@@ -737,6 +740,7 @@ def reproduce(preset, seeds, budget, jobs, executor, address, dry_run, report_pa
     executor_obj = None if dry_run else make_executor(executor, jobs, options.threads, address)
     reporter = _reporter(quiet)
     reg = _registry(reporter)
+    _enable_loggers(reg, log)
     planned = rp.plan_preset(reg, spec, seed_list, budget, options, reporter,
                              collect=not dry_run)
     if dry_run:
