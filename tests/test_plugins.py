@@ -171,9 +171,10 @@ def test_a_broken_plugin_is_reported_once_per_command(tmp_path, monkeypatch, fre
 
     _broken_distribution(tmp_path, "broken-plugin")
     monkeypatch.syspath_prepend(str(tmp_path))
-    for argv in (["run", "--algo", "bcx", "--env", "rware-tiny-2ag"], ["options", "bc"]):
+    for argv in (["run", "--algo", "bcx", "--env", "rware-tiny-2ag"], ["options", "bc"],
+                 ["plugins"]):
         res = CliRunner().invoke(main, argv)
-        assert res.stderr.count("does_not_exist_anywhere") == 1, res.stderr
+        assert res.output.count("does_not_exist_anywhere") == 1, res.output
 
 
 def test_plugins_listing_is_not_cut_when_piped(tmp_path, monkeypatch, fresh_registry):
