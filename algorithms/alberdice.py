@@ -103,8 +103,10 @@ class AlberDICEConfig:
     # The authors sample 32 episodes (~16k transitions) per update on a GPU; 512 joint
     # transitions per round keeps a round (n turns) within a CPU budget.
     batch_size: int = 512
-    # Rounds (every agent's turn once). Default budget: one cell under ~10 min on one core
-    # (see README: updates/s).
+    # Rounds (every agent's turn once). Default budget, sized for one cell under ~10 min on
+    # one core: 5k rounds (~25 passes over a 100k-step dataset) ran at 14.4 rounds/s on a
+    # loaded core (347 s, plus 8 s for 30 evaluation episodes) on rware-tiny-2ag; a round
+    # costs n turns, so larger teams need `--steps` scaled down to stay in that budget.
     steps: int = 5_000
     normalize_obs: bool = True  # README RWARE command standardize_obs=True
 
