@@ -11,7 +11,7 @@ from marlbench.data import collect as _collect
 from marlbench.data import store
 from marlbench.data.schema import check_compatible, read_card
 from marlbench.errors import DatasetError, UnknownNameError
-from marlbench.fsutil import check_writable_dir, path_lock, remove_dead_tmp
+from marlbench.fsutil import check_writable_dir, io_step, path_lock, remove_dead_tmp
 from marlbench.plugins import Registry
 from marlbench.progress import Reporter
 
@@ -62,9 +62,11 @@ def collect_dataset(reg: Registry, spec: EnvSpec, quality: str, *, episodes: int
         reporter.info(f"collecting {spec.name}/{quality} ({episodes} episodes, seed {seed}) "
                       f"into {path}")
         refs = reference_returns(reg, spec, reporter)
-        card = _collect.collect(spec, recipe.make_behaviour(spec), quality=quality,
-                                episodes=episodes, seed=seed, path=path, reporter=reporter,
-                                references=refs, behaviour_name=recipe.description or quality)
+        with io_step("write the dataset", path):
+            card = _collect.collect(spec, recipe.make_behaviour(spec), quality=quality,
+                                    episodes=episodes, seed=seed, path=path, reporter=reporter,
+                                    references=refs,
+                                    behaviour_name=recipe.description or quality)
     return path, card
 
 
