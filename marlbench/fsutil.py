@@ -100,14 +100,16 @@ def remove_dead_tmp(path: Path | str) -> list[Path]:
 
 
 def remove_dead_staging(path: Path | str) -> list[Path]:
-    """Remove staging folders of `path` (``.<name>.staging-<PID>``) whose process is gone."""
+    """Remove staging folders of `path` (``.<name>.staging-<PID>``), and old versions moved
+    aside by an overwrite (``.<name>.old-<PID>``), whose process is gone."""
     path = Path(path)
     removed = []
-    for staging in path.parent.glob(f".{glob_escape(path.name)}.staging-*"):
-        pid = staging.name.rsplit("-", 1)[-1]
-        if pid.isdigit() and not pid_alive(int(pid)):
-            shutil.rmtree(staging, ignore_errors=True)
-            removed.append(staging)
+    for kind in ("staging", "old"):
+        for left in path.parent.glob(f".{glob_escape(path.name)}.{kind}-*"):
+            pid = left.name.rsplit("-", 1)[-1]
+            if pid.isdigit() and not pid_alive(int(pid)):
+                shutil.rmtree(left, ignore_errors=True)
+                removed.append(left)
     return removed
 
 

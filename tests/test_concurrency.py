@@ -169,3 +169,26 @@ def test_sigterm_cleans_up_like_ctrl_c(tmp_path, tiny_expert):
     lines = [ln for ln in err.splitlines() if not ln.startswith("warning: plugin")]
     assert proc.returncode == 130 and lines == ["interrupted: nothing was published"], err
     assert not staging.exists() and not (staging.parent / "seed-0").exists()
+
+
+def test_leftovers_are_removed_only_when_their_owner_is_gone(tmp_path, live_pid):
+    """Staging folders, folders moved aside by --overwrite, and temporary files: by pid."""
+    from marlbench.fsutil import remove_dead_staging, remove_dead_tmp
+
+    done = subprocess.Popen(["true"])
+    done.wait()
+    dead = done.pid  # a process that has exited (its pid is not reused within this test)
+    cell, data = tmp_path / "seed-0", tmp_path / "expert.h5"
+    left = [tmp_path / f".seed-0.staging-{dead}", tmp_path / f".seed-0.old-{dead}"]
+    kept = [tmp_path / f".seed-0.staging-{live_pid}", tmp_path / f".seed-0.old-{live_pid}",
+            tmp_path / ".seed-10.staging-1"]  # another cell's (pid 1 is alive anyway)
+    for d in left + kept:
+        d.mkdir()
+    tmp_dead = tmp_path / f".expert.h5.pid{dead}.x1y2.tmp"
+    tmp_live = tmp_path / f".expert.h5.pid{live_pid}.x1y2.tmp"
+    for f in (tmp_dead, tmp_live):
+        f.write_bytes(b"")
+    assert sorted(remove_dead_staging(cell)) == sorted(left)
+    assert remove_dead_tmp(data) == [tmp_dead]
+    assert all(d.is_dir() for d in kept) and tmp_live.exists()
+    assert not any(d.exists() for d in left) and not tmp_dead.exists()
