@@ -152,3 +152,20 @@ def test_state_matrix_parameters_are_lambda_and_p():
     assert {n for n, _ in k.named_parameters()} - names == {"log_dt", "B", "C"}
     assert "C" not in {n for n, p in k.named_parameters()
                        if any(p is q for q in k.ssm_parameters())}
+
+
+@pytest.mark.parametrize("mode", ["nplr", "s4d"])
+def test_batched_step_equals_one_row_at_a_time(mode):
+    """Batch 1 and larger batches take different product routes through the step."""
+    torch.manual_seed(4)
+    layer = S4Layer(8, 16, l_max=100, channels=2, mode=mode)
+    u = torch.randn(6, 100, 8)
+    with torch.no_grad():
+        together, alone, worst = layer.initial_state(6), [layer.initial_state(1)] * 6, 0.0
+        for t in range(100):
+            y, e, together = layer.step(u[:, t], together)
+            for b in range(6):
+                yb, eb, alone[b] = layer.step(u[b:b + 1, t], alone[b])
+                worst = max(worst, (yb - y[b:b + 1]).abs().max().item(),
+                            (eb - e[:, b:b + 1]).abs().max().item())
+    assert worst <= 1e-5

@@ -342,12 +342,19 @@ class S4Layer(nn.Module):
         B, H, N = state.shape
         rot = torch.view_as_real(torch.view_as_complex(state.view(B, H, N // 2, 2))
                                  * alpha).view(B, H, N)
+        # Per-channel products [B, H, k] x [H, k, N]: as broadcast products summed (fewest
+        # dispatches at batch 1), or as einsum (batched matmuls: faster from a few rows on).
+        small = B < 4
         if S is None:  # S4D: diagonal only
             state = torch.addcmul(rot, u[..., None], V[:, 0])
         else:
-            coef = torch.cat([(state[:, :, None] * S).sum(-1), u[..., None]], -1)  # [B, H, 3]
-            state = rot + (coef[..., None] * V).sum(-2)
-        out = (state[:, :, None] * C_r).sum(-1)  # [B, H, c]
+            s = (state[:, :, None] * S).sum(-1) if small else torch.einsum("bhn,hkn->bhk",
+                                                                            state, S)
+            coef = torch.cat([s, u[..., None]], -1)  # [B, H, 3]
+            state = rot + ((coef[..., None] * V).sum(-2) if small else
+                           torch.einsum("bhk,hkn->bhn", coef, V))
+        out = ((state[:, :, None] * C_r).sum(-1) if small else
+               torch.einsum("bhn,hcn->bhc", state, C_r))  # [B, H, c]
         return torch.addcmul(out[..., 0], u, self.D), out[..., 1:].permute(2, 0, 1), state
 
     def dense_step(self, u: torch.Tensor, state: torch.Tensor
