@@ -233,11 +233,12 @@ class MADS4Net(nn.Module):
         `return_features`: (logits, features [B, L, n, H]), the last block's output per agent."""
         B, L = rtg.shape
         kfs = [blk.s4.kernel_fft(L) for blk in self.blocks]  # once, shared by every agent
-        pre = self.agent_tokens(rtg, state, obs, prev_action)  # [B, L, n, H]
+        # unbind, not pre[:, :, i]: the backward of n slices would zero-fill n full tensors
+        pre = self.agent_tokens(rtg, state, obs, prev_action).unbind(2)  # n x [B, L, H]
         message = obs.new_zeros(B, L, self.msg_in) if self.msg_in else None
         feats, logits = [None] * self.n, [None] * self.n
         for pos, agent in enumerate(order or range(self.n)):
-            x, readout = self.token(pre[:, :, agent], message), None
+            x, readout = self.token(pre[agent], message), None
             for blk, kf in zip(self.blocks, kfs):
                 x, extra = blk(x, mask, slot=pos, kf=kf)
                 readout = extra[0] if extra.shape[0] else None
