@@ -57,7 +57,17 @@ from torch import nn
 
 from marlbench.api import Algorithm, AlgorithmSpec, EnvInfo, Policy, hookimpl
 from marlbench.data import OfflineDataset, TrajectoryBatch
-from marlbench.nn import FixedNormalizer, mask_logits, masked_mean, select_actions
+from marlbench.nn import (
+    TARGET_RETURN_SCALE,
+    FixedNormalizer,
+    choice_mask,
+    mask_logits,
+    masked_mean,
+    optimizer_step,
+    return_to_go_scale,
+    select_actions,
+    target_return,
+)
 from marlbench.nn.s4 import S4Block
 
 ShareMode = Literal["memory", "logits", "both", "none"]
@@ -99,7 +109,7 @@ class MADS4Config:
     target_return: float | None = None  # None: best dataset return raised by target_scale
     # Paper §5.2: "10% higher than the highest returns" (the authors' warehouse script
     # uses 1.2).
-    target_scale: float = 1.1
+    target_scale: float = TARGET_RETURN_SCALE  # 1.1
     lr: float = 1e-3  # authors' repo `learning_rate=1e-3`
     ssm_lr: float = 1e-3  # S4 recipe: Δ, Λ, P, B at lr 1e-3 without weight decay
     # Authors' repo `weight_decay=1e-4` (their AdamW decays every parameter; the S4 recipe
@@ -371,10 +381,9 @@ class MADS4(Algorithm):
         # Returns-to-go enter the network divided by the largest |return| (at least 1), so the
         # conditioning input is O(1) on any task; the authors use 1 (RWARE returns are O(10)).
         # The ratio of target to dataset returns, which is what conditions, is unchanged.
-        self.rtg_scale = max(abs(data.max_return), 1.0)
-        best = data.max_return  # raised, also when negative
+        self.rtg_scale = return_to_go_scale(data.max_return)
         self.target_return = cfg.target_return if cfg.target_return is not None else (
-            best + (cfg.target_scale - 1.0) * abs(best))
+            target_return(data.max_return, cfg.target_scale))  # raised, also when negative
         ssm = {id(p) for p in self.net.ssm_parameters()}
         decay, no_decay = [], []
         for name, p in self.net.named_parameters():
@@ -399,7 +408,7 @@ class MADS4(Algorithm):
         logits = mask_logits(logits, b.avail)
         ce = F.cross_entropy(logits.flatten(0, -2), b.actions.flatten(), reduction="none")
         # Forced steps (a single available action: a dead agent's no-op) are no decisions.
-        valid = (b.mask[..., None] & (b.avail.sum(-1) > 1)).flatten()
+        valid = (b.mask[..., None] & choice_mask(b.avail)).flatten()
         acc = masked_mean((logits.argmax(-1) == b.actions).float().flatten(), valid)
         return masked_mean(ce, valid), acc
 
@@ -408,10 +417,7 @@ class MADS4(Algorithm):
         b = self.data.trajectories(self.config.batch_size, self.rng, self.length,
                                    device=self.device)
         loss, acc = self.loss(b)
-        self.opt.zero_grad(set_to_none=True)
-        loss.backward()
-        grad = nn.utils.clip_grad_norm_(self.net.parameters(), self.config.grad_clip)
-        self.opt.step()
+        grad = optimizer_step(self.opt, loss, self.net.parameters(), self.config.grad_clip)
         self.sched.step()
         return {"loss": loss.item(), "accuracy": acc.item(), "grad_norm": grad.item()}
 
