@@ -1,16 +1,24 @@
 """S4 / MADS4 speed and size, measured in one run.
 
     python bench/s4_speed.py [--threads 2] [--repeats 5]
+    python bench/s4_speed.py --thread-sweep [--rounds 2]
 
 1. Train step (forward + backward + AdamW) of 3 S4 blocks, H = N = 96, B = 32, L = 500:
    marlbench's kernel (one Cauchy matrix per forward, all terms in one contraction) against
    the naive NPLR kernel that evaluates each of the four Cauchy sums separately; then the
    kernel generation alone, the part the two differ in.
-2. MADS4 recurrent step per agent at batch 1 (rware-tiny-2ag shapes), timed at t = 1, 100,
-   500 of an episode: the recurrent view's cost must not grow with t.
+2. One S4 layer's recurrent step (H = N = 96, batch 1): the O(N) diagonal-plus-low-rank step
+   against the dense N x N matvec of the reference (its matrices formed once, outside the
+   timing). Then the MADS4 recurrent step per agent at batch 1 (rware-tiny-2ag shapes), timed
+   at t = 1, 100, 500 of an episode: the recurrent view's cost must not grow with t.
 3. Conv vs recurrent max error of the whole MADS4 model over 500 steps.
 4. Parameter counts of MADS4 at the paper's six (N, H) configurations (Table 3).
 Times are the median of `--repeats` (after warm-up); ratios are computed within this run.
+
+`--thread-sweep` measures instead what the runner's per-phase thread default is chosen from:
+1 vs 2 torch threads for the MADS4 train step (defaults, rware-small-6ag expert data when
+collected, else random data of its shapes: B = 16, L = 500) and for its recurrent policy at
+batch 1 and at 16 parallel episodes, interleaved over `--rounds` so load changes hit both.
 """
 
 from __future__ import annotations
@@ -24,7 +32,7 @@ import torch
 
 from marlbench.algorithms.mads4 import MADS4Config, MADS4Net, MADS4Policy, previous_actions
 from marlbench.api import EnvInfo
-from marlbench.nn.s4 import S4Block, SSMKernel
+from marlbench.nn.s4 import S4Block, S4Layer, SSMKernel
 
 PAPER_CONFIGS = [(96, 96), (64, 64), (32, 32), (64, 96), (96, 64), (32, 64)]  # (N, H)
 
@@ -91,6 +99,28 @@ def kernel_time(naive: bool, repeats: int) -> float:
     return time_it(step, repeats)
 
 
+def layer_step_times(repeats: int) -> tuple[float, float]:
+    """(O(N) step, dense reference step) seconds per call, one layer, batch 1."""
+    torch.manual_seed(0)
+    layer = S4Layer(96, 96, 500)
+    u = torch.randn(1, 96)
+    A, B, C = layer.kernel.recurrence()  # dense, formed once
+    A_T, C_T = A.transpose(1, 2).contiguous(), C.permute(1, 2, 0).contiguous()
+    fast, dense = layer.initial_state(1), torch.zeros(96, 1, 96)
+
+    def step_fast():
+        layer.step(u, fast)
+
+    def step_dense():  # x = Ā x + B̄ u, y = C x as batched row-vector products (landed code)
+        x = torch.baddbmm(u.t()[:, :, None] * B[:, None, :], dense, A_T)
+        torch.bmm(x, C_T)
+
+    with torch.inference_mode():
+        n = 200
+        return (time_it(lambda: [step_fast() for _ in range(n)], repeats) / n,
+                time_it(lambda: [step_dense() for _ in range(n)], repeats) / n)
+
+
 def recurrent_step_times(repeats: int) -> dict[int, float]:
     torch.manual_seed(0)
     env = EnvInfo("rware-tiny-2ag", 2, 71, 142, 5, 500)
@@ -125,11 +155,58 @@ def conv_vs_recurrent_error() -> float:
     return (torch.stack(rec, 1) - conv).abs().max().item()
 
 
+def thread_sweep(rounds: int) -> None:
+    import statistics
+    from pathlib import Path
+
+    from marlbench.config import build_config
+    from marlbench.data import OfflineDataset
+    from marlbench.plugins import registry
+
+    reg = registry()
+    env = reg.environment("rware-small-6ag")
+    path = Path(__file__).resolve().parent.parent / "datasets/rware-small-6ag/expert.h5"
+    if not path.exists():
+        raise SystemExit(f"collect the data first: marlbench datasets collect --env "
+                         f"rware-small-6ag --quality expert ({path} is missing)")
+    data = OfflineDataset.load(path, env.info)
+    spec = reg.algorithm("mads4")
+    algo = spec.cls(build_config(spec.config_cls, {}), env.info, torch.device("cpu"), 0)
+    algo.setup(data)
+    obs, state, avail = data.obs[:1].numpy(), data.state[:1].numpy(), data.avail[:1].numpy()
+    res: dict[tuple[str, int], list[float]] = {}
+    for _ in range(rounds):
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            algo.update()
+            for _ in range(2):
+                t0 = time.perf_counter()
+                algo.update()
+                res.setdefault(("train step (s)", threads), []).append(time.perf_counter() - t0)
+            policy = algo.policy(greedy=True)
+            for batch, steps in ((1, 300), (16, 100)):
+                o, s, a = (np.repeat(x, batch, 0) for x in (obs, state, avail))
+                policy.reset(batch)
+                for i in range(steps):
+                    t0 = time.perf_counter()
+                    policy.act(o, s, a)
+                    if i >= steps // 10:
+                        res.setdefault((f"policy step, batch {batch} (ms)", threads), []).append(
+                            (time.perf_counter() - t0) * 1e3)
+    for what in dict.fromkeys(k for k, _ in res):
+        one, two = (statistics.median(res[(what, t)]) for t in (1, 2))
+        print(f"{what:28} 1 thread {one:8.3f}   2 threads {two:8.3f}   (2 / 1 = {two / one:.2f})")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--thread-sweep", action="store_true")
+    ap.add_argument("--rounds", type=int, default=2)
     args = ap.parse_args()
+    if args.thread_sweep:
+        return thread_sweep(args.rounds)
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
 
@@ -142,10 +219,14 @@ def main() -> None:
           f"{k_naive:.3f} s, x{k_naive / k_fast:.1f}); the rest (FFT convolution, mixing, "
           f"optimiser) is common to both")
 
+    fast_step, dense_step = layer_step_times(args.repeats)
+    print(f"one S4 layer step (H = N = 96, batch 1): O(N) {fast_step * 1e6:.1f} us, dense N x N "
+          f"{dense_step * 1e6:.1f} us (x{dense_step / fast_step:.1f})")
+
     steps = recurrent_step_times(args.repeats)
     print("MADS4 recurrent step per agent, batch 1: " + ", ".join(
         f"t={t}: {v * 1e3:.3f} ms" for t, v in steps.items())
-        + f" (t=500 / t=1 = {steps[500] / steps[1]:.2f}; target <= 0.3 ms, flat)")
+        + f" (t=500 / t=1 = {steps[500] / steps[1]:.2f}; target <= 0.1 ms quiet, flat)")
 
     print(f"MADS4 conv vs recurrent max |error| over 500 steps: {conv_vs_recurrent_error():.2e} "
           "(target <= 1e-4)")
