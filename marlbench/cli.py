@@ -737,6 +737,8 @@ def reproduce(preset, seeds, budget, jobs, executor, address, dry_run, report_pa
     spec = rp.load_preset(preset)
     options = _options(params)
     seed_list = parse_seeds(seeds or spec.seeds)
+    if address is not None and executor != "ray":  # also refused by a dry run
+        raise MarlbenchError("--address applies to --executor ray only")
     executor_obj = None if dry_run else make_executor(executor, jobs, options.threads, address)
     reporter = _reporter(quiet)
     reg = _registry(reporter)

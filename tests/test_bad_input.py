@@ -144,6 +144,8 @@ CASES = [
     ("sweep-ray-no-cluster", [*SWEEP, "--executor", "ray", "--address", "127.0.0.1:1"], 1,
      "ray"),
     # --- reproduce (a preset through the sweep machinery) -----------------------------------
+    ("sweep-address-without-ray", [*SWEEP, "--address", "1.2.3.4:5"], 1,
+     "--address applies to --executor ray only"),
     ("reproduce-unknown", ["reproduce", "mads4-tabel1"], 1, "unknown preset 'mads4-tabel1'"),
     ("reproduce-seeds-text", [*REPRO, "--seeds", "x", "--dry-run"], 1,
      "bad --seeds"),
@@ -173,6 +175,8 @@ CASES = [
      "cannot write the reproduction report"),
     ("reproduce-executor-unknown", [*REPRO, "--executor", "dask"], 2,
      "'--executor': 'dask' is not one of"),
+    ("reproduce-address-without-ray", [*REPRO, "--address", "1.2.3.4:5", "--dry-run"], 1,
+     "--address applies to --executor ray only"),
     ("reproduce-log-unknown", [*REPRO, "--log", "nope", "--dry-run"], 1, "unknown logger 'nope'"),
     ("reproduce-greedy-value", [*REPRO, "--greedy=1"], 2, "does not take a value"),
     ("reproduce-quiet-value", [*REPRO, "--quiet=1"], 2, "does not take a value"),
@@ -514,7 +518,6 @@ NOT_IN_MATRIX = {
     ("datasets", "import", "--name"): "checked after the source is read: needs a real dump",
     ("datasets", "import", "--quality"): "a free-form label",
     ("datasets", "import", "--datasets"): "checked after the source is read: needs a real dump",
-    ("reproduce", "--address"): "only read with --executor ray (sweep-ray-no-cluster)",
 }
 
 
