@@ -762,8 +762,10 @@ def reproduce(preset, seeds, budget, jobs, executor, address, dry_run, report_pa
 
 def _reproduce_finetune(planned, options, reporter, reg) -> int:
     """Finetune parts, one cell after another (each continues a complete offline run)."""
+    from dataclasses import fields
+
     from marlbench.finetune import FinetuneRequest, finetune
-    from marlbench.runner import is_complete
+    from marlbench.runner import RunOptions, is_complete
 
     failed = 0
     for item in planned:
@@ -776,10 +778,12 @@ def _reproduce_finetune(planned, options, reporter, reg) -> int:
                 reporter.warn(f"{cell.target}: its offline run {cell.source} is not complete")
                 failed += 1
                 continue
-            req = FinetuneRequest(source=cell.source, scratch=item.part.scratch,
-                                  steps=item.part.steps, eval_episodes=options.eval_episodes,
-                                  eval_parallel=options.eval_parallel, device=options.device,
-                                  threads=options.threads, greedy=options.greedy)
+            # the run options of the offline cells, but the fine-tuner's own steps and `set`
+            shared = {f.name: getattr(options, f.name) for f in fields(RunOptions)}
+            req = FinetuneRequest(**{**shared, "steps": item.part.steps,
+                                     "overrides": dict(item.part.overrides), "label": None,
+                                     "log_every": 1},
+                                  source=cell.source, scratch=item.part.scratch)
             try:
                 result = finetune(req, reporter, reg)
             except MarlbenchError as exc:

@@ -153,3 +153,52 @@ def test_the_report_command_judges_every_preset_on_the_runs(tmp_path):
     for name in rp.available():
         assert f"## {name}" in text
     assert "**not testable here**" in text and "SMAX has no colossus" in text
+
+
+TWO_STAGE = """
+title = "two stages"
+seeds = "0"
+eval_episodes = 1
+
+[[part]]
+name = "pretrain"
+algos = ["mads4"]
+envs = ["rware-tiny-2ag"]
+datasets = ["expert-4ep"]
+set = { d_model = 8, d_state = 8, n_layers = 1, embed_dim = 8, message_dim = 8, batch_size = 2 }
+
+[[part]]
+name = "finetune"
+stage = "finetune"
+from = "pretrain"
+algos = ["mads4"]
+steps = 1
+set = { n_envs = 1, epochs = 1, critic_warmup = 1 }
+
+[[claim]]
+text = "fine-tuning helps"
+kind = "greater"
+algo = "mads4+ft"
+other = "mads4"
+part = "finetune"
+"""
+
+
+def test_a_finetune_part_continues_the_offline_runs_with_its_own_options(tmp_path, tiny_expert):
+    preset = tmp_path / "two.toml"
+    preset.write_text(TWO_STAGE)
+    results = tmp_path / "r"
+    res = CliRunner().invoke(main, ["reproduce", str(preset), "--steps", "2", "--threads", "1",
+                                    "--eval-parallel", "1", "--results", str(results), "-q"],
+                             catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    task = results / "rware-tiny-2ag" / "expert-4ep"
+    ft = json.loads((task / "mads4+ft" / "seed-0" / "run.json").read_text())
+    assert ft["finetuned_from"]["path"] == str((task / "mads4" / "seed-0").resolve())
+    assert ft["train"]["steps"] == 1  # the part's steps, not the offline --steps
+    assert json.loads((task / "mads4+ft" / "seed-0" / "config.json").read_text())["n_envs"] == 1
+    report = tmp_path / "R.md"
+    CliRunner().invoke(main, ["reproduce", str(preset), "--report", str(report), "--results",
+                              str(results)], catch_exceptions=False)
+    assert "| two | fine-tuning helps |" in report.read_text()  # 1 seed each: not run
+    assert "**not run**" in report.read_text()
