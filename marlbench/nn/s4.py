@@ -370,10 +370,10 @@ class S4Layer(nn.Module):
 class S4Block(nn.Module):
     """Residual block x + Dropout(GELU(Linear(S4(Norm(x))))) (the MADS4 paper, §4.1).
 
-    `norm="layer"` is LayerNorm; `norm="batch"` is BatchNorm whose training statistics are
-    causal (token t is normalised with the batch's valid tokens at timesteps <= t; see
-    marlbench.nn.norm) with running statistics kept per `slot`. Both are per-token affine maps
-    at inference, so the convolutional and recurrent views agree.
+    `norm="layer"` is LayerNorm; `norm="batch"` is causal BatchNorm (marlbench.nn.norm: every
+    token normalised by running estimates of the batch statistics from earlier updates, kept
+    per `slot`), so no token sees another's inputs in training either. Both are per-token
+    affine maps at inference, so the convolutional and recurrent views agree.
     """
 
     def __init__(self, d_model: int, d_state: int, l_max: int, channels: int = 1,
