@@ -99,7 +99,9 @@ class AlberDICEConfig:
     cql_coeff: float = 0.1  # default.yaml `cql_coeff: 0.1` (e-network conservative term)
     ratio_max: float = 100.0  # alberdice.yaml `other_policy_ratio_max: 100`
     init_states: str = "all"  # alberdice_learner.py: init_nu_i = nu(states) (see docstring)
-    extraction: str = "iproj"  # alberdice_learner.py: "i-projection" policy loss
+    # alberdice_learner.py: "i-projection" policy loss. On rware-tiny-2ag expert (seed 0)
+    # "wbc" returned 4.53 vs 2.73 for "iproj" (README); the default stays the authors'.
+    extraction: str = "iproj"
     # The authors sample 32 episodes (~16k transitions) per update on a GPU; 512 joint
     # transitions per round keeps a round (n turns) within a CPU budget.
     batch_size: int = 512
