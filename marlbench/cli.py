@@ -167,7 +167,8 @@ def run_options(datasets_flags: tuple[str, ...] | None, **help_text: str):
         option("device", "--device", default="cpu", show_default=True,
                help="torch device, e.g. cuda:0."),
         option("threads", "--threads", default=None, type=int,
-               help="torch CPU threads [run: torch's default; sweep: CPU cores / --jobs]."),
+               help="torch CPU threads [run: 1 for evaluation; for training 1 on machines "
+                    "of <= 2 cores, else torch's default; sweep: CPU cores / --jobs]."),
         option("sets", "--set", multiple=True, metavar="KEY=VALUE",
                help="Override an algorithm option (of every algorithm in a sweep); "
                     "repeatable."),

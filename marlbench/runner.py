@@ -56,6 +56,30 @@ from marlbench.provenance import code_commit, command_line, package_versions
 DEFAULT_RESULTS = Path("results")
 EVAL_EPISODES = 30  # paper §5.2: "evaluated over 30 episodes"
 ONLINE = "online"  # the <dataset> part of an online algorithm's results path
+# Torch threads per phase when --threads is not given. `python bench/s4_speed.py
+# --thread-sweep` on the 2-core reference machine with other jobs running (MADS4 defaults,
+# rware-small-6ag): train step 1.24 s with 1 thread vs 12.0 s with 2; policy step 1.5 vs
+# 8.6 ms at batch 1 and 6.4 vs 72 ms at 16 parallel episodes. A second thread pays only when
+# a core is free for it, and evaluation's batched steps are too small to gain much even then:
+# evaluation runs on 1 thread; training on 1 thread on machines of 2 cores or fewer, torch's
+# default (one per core) on larger ones.
+EVAL_THREADS: int | None = 1
+TRAIN_THREADS: int | None = 1 if (os.cpu_count() or 1) <= 2 else None
+
+
+@contextlib.contextmanager
+def _phase_threads(explicit: int | None, default: int | None):
+    """Torch threads for one phase: `--threads` when given, else the phase's `default`
+    (None: torch's own), restored afterwards."""
+    if explicit or default is None:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(default)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def results_root(root: Path | str | None = None) -> Path:
@@ -282,8 +306,8 @@ def run(req: RunRequest, reporter: Reporter | None = None,
     check_writable_dir(final.parent, "results")
     if dataset_path is not None and not dataset_path.exists():
         check_writable_dir(dataset_path.parent, "datasets")
-    if req.threads:
-        torch.set_num_threads(req.threads)
+    if req.threads or TRAIN_THREADS:  # --threads, else the training default (TRAIN_THREADS)
+        torch.set_num_threads(req.threads or TRAIN_THREADS)
     with path_lock(final, wait=False, what=f"results {final}") if lock \
             else contextlib.nullcontext():
         remove_dead_staging(final)
@@ -416,8 +440,9 @@ def _train_and_evaluate(req: RunRequest, reg: Registry, algo_spec: AlgorithmSpec
     def on_episode(r):
         reg.broadcast("marlbench_eval_episode", run=ctx, episode=r.to_dict())
 
-    episodes = evaluate(env_spec, policy, req.eval_episodes, req.seed, req.eval_parallel,
-                        reporter, on_episode)
+    with _phase_threads(req.threads, EVAL_THREADS):
+        episodes = evaluate(env_spec, policy, req.eval_episodes, req.seed, req.eval_parallel,
+                            reporter, on_episode)
     eval_seconds = time.perf_counter() - t1
     returns = np.array([e.ret for e in episodes])
     wins = [e.won for e in episodes if e.won is not None]
@@ -433,8 +458,9 @@ def _train_and_evaluate(req: RunRequest, reg: Registry, algo_spec: AlgorithmSpec
     write_json(out / "eval.json", {"summary": eval_summary,
                                    "episodes": [e.to_dict() for e in episodes]})
     # The policy's own latency: the contract was checked on every step of the evaluation.
-    latency = measure_latency(env_spec, algo.policy(greedy=req.greedy, seed=req.seed),
-                              steps=min(200, env_spec.info.episode_limit), seed=req.seed)
+    with _phase_threads(req.threads, EVAL_THREADS):
+        latency = measure_latency(env_spec, algo.policy(greedy=req.greedy, seed=req.seed),
+                                  steps=min(200, env_spec.info.episode_limit), seed=req.seed)
     algo_origin = reg.algorithms[algo_spec.name][1]
     summary = {
         "status": "complete",
