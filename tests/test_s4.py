@@ -119,7 +119,7 @@ def test_linear_time_step_matches_the_dense_reference_step(mode):
     layer = S4Layer(6, 32, l_max=200, channels=2, mode=mode)
     u = torch.randn(2, 200, 6)
     with torch.no_grad():
-        fast, dense = layer.initial_state(2), torch.zeros(2, 6, 32)
+        fast, dense = layer.initial_state(2), torch.zeros(6, 2, 32)
         worst = 0.0
         for t in range(200):
             yf, ef, fast = layer.step(u[:, t], fast)
@@ -162,6 +162,7 @@ def test_batched_step_equals_one_row_at_a_time(mode):
     u = torch.randn(6, 100, 8)
     with torch.no_grad():
         together, alone, worst = layer.initial_state(6), [layer.initial_state(1)] * 6, 0.0
+        assert not together.requires_grad  # the in-place route of larger batches
         for t in range(100):
             y, e, together = layer.step(u[:, t], together)
             for b in range(6):

@@ -326,44 +326,53 @@ class S4Layer(nn.Module):
         return self._step_cache[1]
 
     def initial_state(self, batch: int) -> torch.Tensor:
-        """Zero state [batch, H, N]: the N/2 complex modes of each channel (one of each
+        """Zero state [H, batch, N]: the N/2 complex modes of each channel (one of each
         conjugate pair) as interleaved (Re, Im)."""
-        return torch.zeros(batch, self.kernel.H, self.kernel.N, device=self.D.device)
+        return torch.zeros(self.kernel.H, batch, self.kernel.N, device=self.D.device)
 
     def step(self, u: torch.Tensor, state: torch.Tensor
              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """One O(N) step: u [B, H], state [B, H, N] -> (y [B, H], extras [c-1, B, H], state).
+        """One O(N) step: u [B, H], state [H, B, N] -> (y [B, H], extras [c-1, B, H], state).
 
         x_t = α x_{t-1} + [s1, s3, u_t] V (diagonal plus rank 1, see `SSMKernel.step_params`),
-        y_t = 2 Re(c x_t) (+ D u_t for readout 0). Elementwise products and short sums over
-        [B, H, N] (on CPU tiny batched matmuls cost more in dispatch than they compute).
+        y_t = 2 Re(c x_t) (+ D u_t for readout 0). Batch < 4: broadcast products and short
+        sums (fewest dispatches). Larger batches: per-channel batched matmuls, and the state
+        is updated in place when no gradient is recorded (no large temporaries per step).
         """
         alpha, S, V, C_r = self.step_matrices()
-        B, H, N = state.shape
-        rot = torch.view_as_real(torch.view_as_complex(state.view(B, H, N // 2, 2))
-                                 * alpha).view(B, H, N)
-        # Per-channel products [B, H, k] x [H, k, N]: as broadcast products summed (fewest
-        # dispatches at batch 1), or as einsum (batched matmuls: faster from a few rows on).
-        small = B < 4
-        if S is None:  # S4D: diagonal only
-            state = torch.addcmul(rot, u[..., None], V[:, 0])
+        H, B, N = state.shape
+        if B < 4:
+            x = state.transpose(0, 1)  # [B, H, N]; the same memory at batch 1
+            rot = torch.view_as_real(torch.view_as_complex(x.reshape(B, H, N // 2, 2))
+                                     * alpha).view(B, H, N)
+            if S is None:  # S4D: diagonal only
+                x = torch.addcmul(rot, u[..., None], V[:, 0])
+            else:
+                coef = torch.cat([(x[:, :, None] * S).sum(-1), u[..., None]], -1)  # [B, H, 3]
+                x = rot + (coef[..., None] * V).sum(-2)
+            out = (x[:, :, None] * C_r).sum(-1)  # [B, H, c]
+            return (torch.addcmul(out[..., 0], u, self.D), out[..., 1:].permute(2, 0, 1),
+                    x.transpose(0, 1))
+        ut = u.t()[:, :, None]  # [H, B, 1]
+        coef = ut if S is None else torch.cat([torch.bmm(state, S.transpose(1, 2)), ut], -1)
+        if torch.is_grad_enabled() and (state.requires_grad or u.requires_grad
+                                        or alpha.requires_grad):
+            state = torch.baddbmm(torch.view_as_real(
+                torch.view_as_complex(state.view(H, B, N // 2, 2)) * alpha[:, None]
+            ).view(H, B, N), coef, V)
         else:
-            s = (state[:, :, None] * S).sum(-1) if small else torch.einsum("bhn,hkn->bhk",
-                                                                            state, S)
-            coef = torch.cat([s, u[..., None]], -1)  # [B, H, 3]
-            state = rot + ((coef[..., None] * V).sum(-2) if small else
-                           torch.einsum("bhk,hkn->bhn", coef, V))
-        out = ((state[:, :, None] * C_r).sum(-1) if small else
-               torch.einsum("bhn,hcn->bhc", state, C_r))  # [B, H, c]
-        return torch.addcmul(out[..., 0], u, self.D), out[..., 1:].permute(2, 0, 1), state
+            torch.view_as_complex(state.view(H, B, N // 2, 2)).mul_(alpha[:, None])
+            state.baddbmm_(coef, V)
+        out = torch.bmm(state, C_r.transpose(1, 2)).permute(2, 1, 0)  # [c, B, H]
+        return torch.addcmul(out[0], u, self.D), out[1:], state
 
     def dense_step(self, u: torch.Tensor, state: torch.Tensor
                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Reference O(N^2) step with the dense real Ā (tests and benches only); its state
-        [B, H, N] (start from zeros) is in [Re x_half, Im x_half] coordinates, not `step`'s."""
+        [H, B, N] (start from zeros) is in [Re x_half, Im x_half] coordinates, not `step`'s."""
         A, Bv, C = self.kernel.recurrence()
-        state = torch.einsum("hij,bhj->bhi", A, state) + u[..., None] * Bv
-        out = torch.einsum("chn,bhn->cbh", C, state)
+        state = torch.einsum("hij,hbj->hbi", A, state) + u.t()[..., None] * Bv[:, None]
+        out = torch.einsum("chn,hbn->cbh", C, state)
         return out[0] + u * self.D, out[1:], state
 
 
