@@ -117,8 +117,9 @@ def matmul_peak_gflops(repeats: int = 5) -> float:
 
 
 def rollout_rates(policy, obs, state, avail, steps: int = 100) -> dict[int, float]:
-    """Agent-steps per second of `policy.act` at batch 1 and 16 (repeated real inputs)."""
-    n = obs.shape[1]
+    """Agent-steps per second of `policy.act` at batch 1 and 16 (repeated real inputs):
+    obs [n, obs_dim], state [state_dim], avail [n, A] of one step."""
+    n = obs.shape[0]
     out = {}
     for batch in (1, 16):
         o, s, a = (x[None].repeat(batch, *([1] * x.ndim)) for x in (obs, state, avail))
