@@ -33,7 +33,7 @@ from torch import nn
 
 from marlbench.api import Algorithm, AlgorithmSpec, EnvInfo, EnvSpec, Policy, hookimpl
 from marlbench.errors import MarlbenchError
-from marlbench.nn import agent_one_hot, mask_logits, masked_mean, select_actions
+from marlbench.nn import agent_one_hot, mask_logits, masked_mean
 from marlbench.nn.ppo import (
     LayerNormMLP,
     ValueNorm,
@@ -44,6 +44,7 @@ from marlbench.nn.ppo import (
     next_state_values,
     standardise,
 )
+from marlbench.policies import FeedForwardPolicy
 from marlbench.vector import make_vector_env
 
 
@@ -285,7 +286,9 @@ class MAPPO(Algorithm):
     # -- acting and saving ----------------------------------------------------------------------
 
     def policy(self, greedy: bool = False, seed: int = 0) -> Policy:
-        return MAPPOPolicy(self.actor, self.device, greedy, seed)
+        """Decentralised execution: each agent samples from the shared actor on its own obs."""
+        return FeedForwardPolicy(self.actor, lambda obs, _state: self.actor(obs), self.device,
+                                 greedy, seed)
 
     def modules(self) -> dict[str, nn.Module]:
         return {"actor": self.actor, "critic": self.critic, "value_norm": self.value_norm}
@@ -295,23 +298,6 @@ class MAPPO(Algorithm):
 
     def load_extra_state(self, state) -> None:
         self.env_steps = int(state.get("env_steps", 0))
-
-
-class MAPPOPolicy(Policy):
-    """Decentralised execution: each agent samples from the shared actor on its own obs."""
-
-    def __init__(self, actor: Actor, device: torch.device, greedy: bool, seed: int):
-        self.actor, self.device, self.greedy = actor.eval(), device, greedy
-        self.gen = torch.Generator(device).manual_seed(seed)
-
-    def reset(self, n_envs: int) -> None:
-        pass
-
-    @torch.inference_mode()
-    def act(self, obs: np.ndarray, state: np.ndarray, avail: np.ndarray) -> np.ndarray:
-        logits = self.actor(torch.as_tensor(obs, device=self.device))
-        return select_actions(logits, torch.as_tensor(avail, device=self.device), self.greedy,
-                              self.gen).cpu().numpy()
 
 
 @hookimpl
