@@ -82,7 +82,7 @@ def judge(claim: Claim, runs: Sequence[RunRecord], alpha: float = ALPHA) -> Clai
     for v, p in zip(tested, holm([v.p for v in tested])):
         v.p_holm = float(p)
         v.outcome = _outcome(claim, v, alpha)
-    return ClaimVerdict(claim, _overall(claim.kind, verdicts), verdicts)
+    return ClaimVerdict(claim, _overall(verdicts), verdicts)
 
 
 def _task(claim: Claim, task: str, scores) -> TaskVerdict:
@@ -116,7 +116,7 @@ def _outcome(claim: Claim, v: TaskVerdict, alpha: float) -> str:
     return "holds" if ahead else "fails"
 
 
-def _overall(kind: str, verdicts: list[TaskVerdict]) -> str:
+def _overall(verdicts: list[TaskVerdict]) -> str:
     outcomes = [v.outcome for v in verdicts]
     if not outcomes or all(o == "not run" for o in outcomes):
         return "not run"
