@@ -209,7 +209,7 @@ def open_source(path: Path, **_: Any) -> Source:
 # ----------------------------------------------------------------------------------------------
 
 
-def _experience(card: Mapping[str, Any], arrays: Mapping[str, np.ndarray]) -> dict[str, Any]:
+def _experience(arrays: Mapping[str, np.ndarray]) -> dict[str, Any]:
     obs = arrays["steps/obs"]
     T, n = obs.shape[:2]
     state = arrays.get("steps/state")
@@ -263,7 +263,7 @@ def export(dataset: Path, out_dir: Path, *, vault_name: str, uid: str, overwrite
     if final.exists() and not overwrite:
         raise DatasetError(f"{final} already exists (use --overwrite to replace it)")
     card, arrays = read_arrays(dataset)
-    experience = _experience(card, arrays)
+    experience = _experience(arrays)
     staging = final.parent / f".{uid}.tmp-{os.getpid()}"
     staging.mkdir(parents=True, exist_ok=False)
     try:
