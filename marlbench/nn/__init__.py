@@ -3,7 +3,6 @@
 from marlbench.nn.common import (
     TARGET_RETURN_SCALE,
     FixedNormalizer,
-    MaskedBatchNorm,
     agent_inputs,
     agent_one_hot,
     choice_mask,
@@ -16,6 +15,6 @@ from marlbench.nn.common import (
     target_return,
 )
 
-__all__ = ["TARGET_RETURN_SCALE", "FixedNormalizer", "MaskedBatchNorm", "agent_inputs",
+__all__ = ["TARGET_RETURN_SCALE", "FixedNormalizer", "agent_inputs",
            "agent_one_hot", "choice_mask", "mask_logits", "masked_mean", "mlp", "optimizer_step",
            "return_to_go_scale", "select_actions", "target_return"]

@@ -7,7 +7,6 @@ import math
 from collections.abc import Iterable
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 NEG_INF = -1e9  # finite, so a fully masked row stays NaN-free
@@ -126,41 +125,3 @@ class FixedNormalizer(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return (x - self.mean) / self.std
-
-
-class MaskedBatchNorm(nn.Module):
-    """BatchNorm over the feature axis of [..., C] tokens whose statistics skip padding.
-
-    Training uses the mean/variance of the valid tokens only (padding after an episode's end
-    would otherwise bias them) and updates running estimates; evaluation and step-by-step
-    inference use the running estimates, so the op is the same affine map in both views.
-    `slots` keeps separate running statistics per slot (e.g. per agent position when one
-    shared network is run once per agent and each pass sees a different input distribution);
-    the affine weights are shared.
-    """
-
-    def __init__(self, num_features: int, slots: int = 1, momentum: float = 0.1,
-                 eps: float = 1e-5):
-        super().__init__()
-        self.momentum, self.eps = momentum, eps
-        self.weight = nn.Parameter(torch.ones(num_features))
-        self.bias = nn.Parameter(torch.zeros(num_features))
-        self.register_buffer("running_mean", torch.zeros(slots, num_features))
-        self.register_buffer("running_var", torch.ones(slots, num_features))
-
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None,
-                slot: int = 0) -> torch.Tensor:
-        if self.training:
-            flat = x.reshape(-1, x.shape[-1])
-            if mask is not None:
-                flat = flat[mask.reshape(-1)]
-            mean, var = flat.mean(0), flat.var(0, unbiased=False)
-            with torch.no_grad():
-                n = flat.shape[0]
-                self.running_mean[slot].lerp_(mean, self.momentum)
-                self.running_var[slot].lerp_(var * n / max(n - 1, 1), self.momentum)
-            return (x - mean) * torch.rsqrt(var + self.eps) * self.weight + self.bias
-        # The same affine map from the running estimates, as one fused op (inference speed).
-        return F.batch_norm(x.reshape(-1, x.shape[-1]), self.running_mean[slot],
-                            self.running_var[slot], self.weight, self.bias, False, 0.0,
-                            self.eps).reshape(x.shape)
