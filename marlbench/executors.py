@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-import importlib.util
 import ipaddress
 import logging
 import multiprocessing
@@ -24,7 +23,7 @@ from pathlib import Path
 
 from marlbench.cells import CellOutcome, CellTask, execute_cell
 from marlbench.errors import MarlbenchError
-from marlbench.plugins import Registry
+from marlbench.plugins import Registry, importable
 
 
 class Executor(abc.ABC):
@@ -159,7 +158,7 @@ class RayExecutor(Executor):
                  connect_timeout: float = 5.0):
         if jobs < 1:
             raise MarlbenchError(f"--jobs must be at least 1 (got {jobs})")
-        if not _importable("ray"):
+        if not importable("ray"):
             raise MarlbenchError("--executor ray needs the 'ray' extra, which is not "
                                  "installed: pip install 'marlbench[ray]'")
         self.jobs, self.address = jobs, address
@@ -247,14 +246,6 @@ class RayExecutor(Executor):
                                  "interface; stopped it (start one yourself and pass "
                                  "--address)")
         return ray, True
-
-
-def _importable(module: str) -> bool:
-    """Whether `module` can be imported, without importing it (Ray takes a second)."""
-    try:
-        return importlib.util.find_spec(module) is not None
-    except (ImportError, ValueError):
-        return False
 
 
 def _ray_cell(task: CellTask) -> CellOutcome:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import importlib.metadata as md
+import importlib.util
 import logging
 import warnings
 from collections.abc import Iterable
@@ -171,6 +172,15 @@ def build_registry(extra_plugins: Iterable[tuple[str, object]] = ()) -> Registry
         reg._origins[name] = Origin(name, "<in-process>", False)
     reg._collect()
     return reg
+
+
+def importable(module: str) -> bool:
+    """Whether an optional dependency can be imported, without importing it (Ray, the
+    trackers: each takes a second or more to load)."""
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
 
 
 @functools.lru_cache(maxsize=1)

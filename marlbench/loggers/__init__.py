@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import abc
 import atexit
-import importlib.util
 import os
 import re
 import warnings
@@ -32,6 +31,7 @@ from typing import Any
 
 from marlbench.api import LoggerSpec, RunContext
 from marlbench.errors import MarlbenchError, UnknownNameError
+from marlbench.plugins import importable
 
 ENV_VAR = "MARLBENCH_LOG"  # comma-separated names of the selected trackers
 DIR_ENV_VAR = "MARLBENCH_LOG_DIR"  # where they write (default: <results>/logs)
@@ -77,21 +77,13 @@ def check(reg, names: Sequence[str]) -> list[str]:
         if name not in specs:
             raise UnknownNameError("logger", name, specs)
         spec = specs[name]
-        missing = [m for m in spec.requires if not _importable(m)]
+        missing = [m for m in spec.requires if not importable(m)]
         if missing:
             how = (f"pip install 'marlbench[{spec.extra}]'" if spec.extra
                    else f"install {', '.join(missing)}")
             raise MarlbenchError(f"--log {name} needs the {spec.extra or missing[0]!r} extra, "
                                  f"which is not installed ({', '.join(missing)} missing): {how}")
     return list(names)
-
-
-def _importable(module: str) -> bool:
-    """Whether `module` can be imported, without importing it (trackers are slow to load)."""
-    try:
-        return importlib.util.find_spec(module) is not None
-    except (ImportError, ValueError):
-        return False
 
 
 def enable(reg, text: str | None) -> list[str]:
