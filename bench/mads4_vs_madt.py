@@ -73,13 +73,16 @@ def model_settings(batch: int, n_agents: int) -> dict[str, tuple[str, dict, bool
 
 
 def write_landed_modules(folder: Path) -> None:
-    """`LANDED`'s algorithms/mads4.py and marlbench/nn/s4.py as modules `landed_mads4` and
-    `landed_s4` in `folder` (put on sys.path to import them)."""
+    """`LANDED`'s algorithms/mads4.py, marlbench/nn/s4.py and marlbench/nn/common.py as
+    modules `landed_mads4`, `landed_s4`, `landed_common` in `folder` (put on sys.path)."""
     def show(path: str) -> str:
         return subprocess.run(["git", "-C", str(ROOT), "show", f"{LANDED}:{path}"], check=True,
                               capture_output=True, text=True).stdout
 
-    (folder / "landed_s4.py").write_text(show("marlbench/nn/s4.py"))
+    (folder / "landed_common.py").write_text(show("marlbench/nn/common.py"))
+    (folder / "landed_s4.py").write_text(
+        show("marlbench/nn/s4.py").replace("from marlbench.nn.common import",
+                                           "from landed_common import"))
     (folder / "landed_mads4.py").write_text(
         show("algorithms/mads4.py").replace("from marlbench.nn.s4 import",
                                             "from landed_s4 import"))
