@@ -72,7 +72,7 @@ from torch import nn
 from marlbench.algorithms.mads4 import MADS4Config, MADS4Net, MADS4Policy
 from marlbench.api import Algorithm, AlgorithmSpec, EnvInfo, EnvSpec, Policy, hookimpl
 from marlbench.errors import MarlbenchError
-from marlbench.nn import agent_one_hot, mask_logits, masked_mean
+from marlbench.nn import TARGET_RETURN_SCALE, agent_one_hot, mask_logits, masked_mean, target_return
 from marlbench.nn.ppo import (
     LayerNormMLP,
     ValueNorm,
@@ -123,7 +123,8 @@ class MADS4FinetuneConfig:
     # choice: 5 updates = 40 episodes (x 5 epochs) of the pre-trained actor's data.
     critic_warmup: int = 5
     train_dt: bool = False  # §5.3: only B and C of the S4 kernel train (Δ, Λ, P frozen)
-    target_scale: float = 1.1  # §4.2: return-to-go 10% above the best return seen
+    # §4.2: return-to-go 10% above the best return seen (the offline rule, 1.1)
+    target_scale: float = TARGET_RETURN_SCALE
     steps: int = 40  # updates (CPU budget: ~4k env steps each on RWARE with 8 envs)
 
     def __post_init__(self):
@@ -177,11 +178,6 @@ def actor_parameter_groups(net: nn.Module, train_dt: bool
             frozen.update((id(p), p) for p in parts)
     trainable = [p for p in net.parameters() if id(p) not in frozen]
     return trainable, list(frozen.values())
-
-
-def raised_target(best: float, scale: float) -> float:
-    """`scale` above `best` in the direction of improvement, also for negative returns."""
-    return best + (scale - 1.0) * abs(best)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -336,7 +332,7 @@ class MADS4Finetune(Algorithm):
         returns = ep_return.cpu().numpy()
         best = float(returns.max())
         # §4.2: the return-to-go target follows the best return seen, 10% above it.
-        self.target_return = max(self.target_return, raised_target(best, cfg.target_scale))
+        self.target_return = max(self.target_return, target_return(best, cfg.target_scale))
         stats = {"train_return": float(returns.mean()), "train_return_max": best,
                  "rollout_env_steps_per_s": steps / max(seconds, 1e-9),
                  "rollout_seconds": seconds}
