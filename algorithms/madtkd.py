@@ -53,7 +53,13 @@ from torch import nn
 from marlbench.api import Algorithm, AlgorithmSpec, EnvInfo, Policy, hookimpl
 from marlbench.data import OfflineDataset
 from marlbench.errors import MarlbenchError
-from marlbench.nn import FixedNormalizer, agent_one_hot, mask_logits, select_actions
+from marlbench.nn import (
+    FixedNormalizer,
+    agent_inputs,
+    mask_logits,
+    optimizer_step,
+    select_actions,
+)
 from marlbench.nn.gpt import GPT, step_mask, weight_decay_groups
 
 
@@ -226,9 +232,7 @@ class MADTKDNet(nn.Module):
 
     def agent_inputs(self, obs: torch.Tensor) -> torch.Tensor:
         """obs [..., n, obs_dim] -> normalised obs with the agent's one-hot id appended."""
-        if self.cfg.normalize_obs:
-            obs = self.norm(obs)
-        return torch.cat([obs, agent_one_hot(self.n, obs.shape[:-2], obs.device)], -1)
+        return agent_inputs(obs, self.norm if self.cfg.normalize_obs else None)
 
     def student_forward(self, rtg: torch.Tensor, obs: torch.Tensor, actions: torch.Tensor,
                         timesteps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -328,10 +332,7 @@ class MADTKD(Algorithm):
             kd, rel = distillation_losses(z_s, g_s, z_t, h_t, avail, valid, cfg.temperature)
             loss = ce + cfg.alpha * kd + cfg.beta * rel
             opt, params = self.student_opt, self.net.students
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        grad = nn.utils.clip_grad_norm_(params.parameters(), cfg.grad_clip)
-        opt.step()
+        grad = optimizer_step(opt, loss, params.parameters(), cfg.grad_clip)
         opt.zero_grad(set_to_none=True)  # the fixed teacher keeps no stale gradients
         self.updates += 1
         acc = (logits[valid].argmax(-1) == actions[valid]).float().mean()
