@@ -39,7 +39,7 @@ from torch import nn
 
 from marlbench.api import Algorithm, AlgorithmSpec, EnvInfo, Policy, hookimpl
 from marlbench.data import OfflineDataset, TransitionBatch
-from marlbench.nn import FixedNormalizer, agent_one_hot, dice, mask_logits, mlp
+from marlbench.nn import FixedNormalizer, agent_inputs, dice, mask_logits, mlp
 from marlbench.policies import FeedForwardPolicy
 
 INIT_STATES = ("episode_start", "all")
@@ -107,8 +107,7 @@ class OptiDICENets(nn.Module):
 
     def agent_inputs(self, obs: torch.Tensor) -> torch.Tensor:
         """obs [..., n, obs_dim] -> [..., n, obs_dim + n] (scaled obs, one-hot id)."""
-        x = self.obs_norm(obs) if self.cfg.normalize_obs else obs
-        return torch.cat([x, agent_one_hot(self.n, x.shape[:-2], x.device)], -1)
+        return agent_inputs(obs, self.obs_norm if self.cfg.normalize_obs else None)
 
     def state_inputs(self, state: torch.Tensor) -> torch.Tensor:
         return self.state_norm(state) if self.cfg.normalize_obs else state
