@@ -33,7 +33,7 @@ from torch import nn
 
 from marlbench.api import Algorithm, AlgorithmSpec, EnvInfo, EnvSpec, Policy, hookimpl
 from marlbench.errors import MarlbenchError
-from marlbench.nn import agent_one_hot, mask_logits, masked_mean
+from marlbench.nn import agent_one_hot, mask_logits, masked_mean, optimizer_step
 from marlbench.nn.ppo import (
     LayerNormMLP,
     ValueNorm,
@@ -263,10 +263,8 @@ class MAPPO(Algorithm):
         policy_loss, _, clip_frac = clipped_surrogate(dist.log_prob(b["actions"]), b["logp"],
                                                       b["advantages"], alive, cfg.clip)
         entropy = masked_mean(dist.entropy(), alive)
-        self.actor_opt.zero_grad(set_to_none=True)
-        (policy_loss - cfg.entropy_coef * entropy).backward()
-        actor_grad = nn.utils.clip_grad_norm_(self.actor.parameters(), cfg.max_grad_norm)
-        self.actor_opt.step()
+        actor_grad = optimizer_step(self.actor_opt, policy_loss - cfg.entropy_coef * entropy,
+                                    self.actor.parameters(), cfg.max_grad_norm)
 
         values = self.critic(b["state"], b["obs"], alive)
         returns = b["returns"]
@@ -275,10 +273,8 @@ class MAPPO(Algorithm):
             returns = self.value_norm.normalize(returns)
         value_loss = clipped_value_loss(values, b["values"], returns, alive, cfg.clip,
                                         cfg.huber_delta)
-        self.critic_opt.zero_grad(set_to_none=True)
-        (cfg.value_loss_coef * value_loss).backward()
-        critic_grad = nn.utils.clip_grad_norm_(self.critic.parameters(), cfg.max_grad_norm)
-        self.critic_opt.step()
+        critic_grad = optimizer_step(self.critic_opt, cfg.value_loss_coef * value_loss,
+                                     self.critic.parameters(), cfg.max_grad_norm)
         return {"policy_loss": policy_loss.item(), "value_loss": value_loss.item(),
                 "entropy": entropy.item(), "clip_fraction": clip_frac.item(),
                 "actor_grad_norm": actor_grad.item(), "critic_grad_norm": critic_grad.item()}
