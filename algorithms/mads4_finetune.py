@@ -72,7 +72,14 @@ from torch import nn
 from marlbench.algorithms.mads4 import MADS4Config, MADS4Net, MADS4Policy
 from marlbench.api import Algorithm, AlgorithmSpec, EnvInfo, EnvSpec, Policy, hookimpl
 from marlbench.errors import MarlbenchError
-from marlbench.nn import TARGET_RETURN_SCALE, agent_one_hot, mask_logits, masked_mean, target_return
+from marlbench.nn import (
+    TARGET_RETURN_SCALE,
+    agent_one_hot,
+    mask_logits,
+    masked_mean,
+    optimizer_step,
+    target_return,
+)
 from marlbench.nn.ppo import (
     LayerNormMLP,
     ValueNorm,
@@ -378,10 +385,8 @@ class MADS4Finetune(Algorithm):
                     policy_loss, _, clip_frac = clipped_surrogate(
                         logp, roll.logp[:, idx], adv[:, idx], m, cfg.clip)
                     ent = masked_mean(entropy, m)
-                    self.actor_opt.zero_grad(set_to_none=True)
-                    (policy_loss - cfg.entropy_coef * ent).backward()
-                    grad = nn.utils.clip_grad_norm_(self.actor_params, cfg.max_grad_norm)
-                    self.actor_opt.step()
+                    grad = optimizer_step(self.actor_opt, policy_loss - cfg.entropy_coef * ent,
+                                          self.actor_params, cfg.max_grad_norm)
                     sums.update({"policy_loss": policy_loss.item(), "entropy": ent.item(),
                                  "clip_fraction": clip_frac.item(),
                                  "actor_grad_norm": grad.item()})
@@ -393,10 +398,8 @@ class MADS4Finetune(Algorithm):
                     targets = self.value_norm.normalize(targets)
                 value_loss = clipped_value_loss(values, roll.values[:, idx], targets, m,
                                                 cfg.clip, cfg.huber_delta)
-                self.critic_opt.zero_grad(set_to_none=True)
-                (cfg.value_loss_coef * value_loss).backward()
-                grad = nn.utils.clip_grad_norm_(self.critic.parameters(), cfg.max_grad_norm)
-                self.critic_opt.step()
+                grad = optimizer_step(self.critic_opt, cfg.value_loss_coef * value_loss,
+                                      self.critic.parameters(), cfg.max_grad_norm)
                 sums.update({"value_loss": value_loss.item(), "critic_grad_norm": grad.item()})
         self.updates += 1
         count = cfg.epochs * cfg.minibatches
