@@ -59,6 +59,7 @@ from marlbench.nn import (
     mask_logits,
     optimizer_step,
     select_actions,
+    target_return,
 )
 from marlbench.nn.gpt import GPT, step_mask, weight_decay_groups
 
@@ -290,7 +291,7 @@ class MADTKD(Algorithm):
         self.net.norm.fit(data.obs)
         best = data.max_return
         self.target_return = (self.config.target_return if self.config.target_return is not None
-                              else best + 0.1 * abs(best))
+                              else target_return(best))  # MADS4 §5.2: 10% above the best
         # Returns-to-go enter divided by the largest |return| in the data (O(1) on any task).
         self.return_scale = float(np.abs(data.returns).max()) or 1.0
         # Episodes drawn in proportion to their length, windows uniformly within (DT's rule).
