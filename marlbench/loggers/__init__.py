@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from marlbench.api import LoggerSpec, RunContext
+from marlbench.api import LoggerSpec, RunContext, hookimpl
 from marlbench.errors import MarlbenchError, UnknownNameError
 from marlbench.plugins import importable
 
@@ -236,3 +236,31 @@ class RunLogger(abc.ABC):
             except Exception as exc:  # noqa: BLE001 - closing a dead run is best effort
                 warnings.warn(f"{self.name}: closing the unfinished run {o.key} failed: "
                               f"{exc!r}", stacklevel=2)
+
+
+def lifecycle_hooks(logger: RunLogger) -> tuple[Any, Any, Any, Any]:
+    """The four lifecycle hook implementations that drive `logger`, for a tracker module to
+    bind to its hook names::
+
+        (marlbench_run_started, marlbench_train_metrics, marlbench_eval_episode,
+         marlbench_run_finished) = lifecycle_hooks(MyLogger())
+    """
+
+    @hookimpl
+    def marlbench_run_started(run):
+        logger.started(run)
+
+    @hookimpl
+    def marlbench_train_metrics(run, step, metrics):
+        logger.metrics(run, step, metrics)
+
+    @hookimpl
+    def marlbench_eval_episode(run, episode):
+        logger.episode(run, episode)
+
+    @hookimpl
+    def marlbench_run_finished(run, summary):
+        logger.finished(run, summary)
+
+    return (marlbench_run_started, marlbench_train_metrics, marlbench_eval_episode,
+            marlbench_run_finished)

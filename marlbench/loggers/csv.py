@@ -15,7 +15,7 @@ from typing import Any
 
 from marlbench.api import LoggerSpec, RunContext, hookimpl
 from marlbench.fsutil import atomic_path
-from marlbench.loggers import RunLogger, log_dir, summary_scalars
+from marlbench.loggers import RunLogger, lifecycle_hooks, log_dir, summary_scalars
 
 
 class _Table:
@@ -66,28 +66,10 @@ class CSVLogger(RunLogger):
 
 
 _logger = CSVLogger()
+(marlbench_run_started, marlbench_train_metrics, marlbench_eval_episode,
+ marlbench_run_finished) = lifecycle_hooks(_logger)
 
 
 @hookimpl
 def marlbench_loggers():
     return [LoggerSpec("csv", "CSV files: train.csv, eval.csv, summary.csv per run")]
-
-
-@hookimpl
-def marlbench_run_started(run):
-    _logger.started(run)
-
-
-@hookimpl
-def marlbench_train_metrics(run, step, metrics):
-    _logger.metrics(run, step, metrics)
-
-
-@hookimpl
-def marlbench_eval_episode(run, episode):
-    _logger.episode(run, episode)
-
-
-@hookimpl
-def marlbench_run_finished(run, summary):
-    _logger.finished(run, summary)

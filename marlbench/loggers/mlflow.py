@@ -23,6 +23,7 @@ from marlbench.loggers import (
     RunLogger,
     episode_scalars,
     flat,
+    lifecycle_hooks,
     log_root,
     run_key,
     run_name,
@@ -90,29 +91,11 @@ class MLflowLogger(RunLogger):
 
 
 _logger = MLflowLogger()
+(marlbench_run_started, marlbench_train_metrics, marlbench_eval_episode,
+ marlbench_run_finished) = lifecycle_hooks(_logger)
 
 
 @hookimpl
 def marlbench_loggers():
     return [LoggerSpec("mlflow", "MLflow runs (local file store <results>/logs/mlruns)",
                        requires=("mlflow",), extra="mlflow")]
-
-
-@hookimpl
-def marlbench_run_started(run):
-    _logger.started(run)
-
-
-@hookimpl
-def marlbench_train_metrics(run, step, metrics):
-    _logger.metrics(run, step, metrics)
-
-
-@hookimpl
-def marlbench_eval_episode(run, episode):
-    _logger.episode(run, episode)
-
-
-@hookimpl
-def marlbench_run_finished(run, summary):
-    _logger.finished(run, summary)

@@ -15,7 +15,14 @@ from collections.abc import Mapping
 from typing import Any
 
 from marlbench.api import LoggerSpec, RunContext, hookimpl
-from marlbench.loggers import RunLogger, episode_scalars, log_dir, run_name, summary_scalars
+from marlbench.loggers import (
+    RunLogger,
+    episode_scalars,
+    lifecycle_hooks,
+    log_dir,
+    run_name,
+    summary_scalars,
+)
 
 
 class TensorBoardLogger(RunLogger):
@@ -51,29 +58,11 @@ class TensorBoardLogger(RunLogger):
 
 
 _logger = TensorBoardLogger()
+(marlbench_run_started, marlbench_train_metrics, marlbench_eval_episode,
+ marlbench_run_finished) = lifecycle_hooks(_logger)
 
 
 @hookimpl
 def marlbench_loggers():
     return [LoggerSpec("tensorboard", "TensorBoard event files per run",
                        requires=("tensorboard",), extra="tensorboard")]
-
-
-@hookimpl
-def marlbench_run_started(run):
-    _logger.started(run)
-
-
-@hookimpl
-def marlbench_train_metrics(run, step, metrics):
-    _logger.metrics(run, step, metrics)
-
-
-@hookimpl
-def marlbench_eval_episode(run, episode):
-    _logger.episode(run, episode)
-
-
-@hookimpl
-def marlbench_run_finished(run, summary):
-    _logger.finished(run, summary)

@@ -18,6 +18,7 @@ from marlbench.api import LoggerSpec, RunContext, hookimpl
 from marlbench.loggers import (
     RunLogger,
     episode_scalars,
+    lifecycle_hooks,
     log_dir,
     log_root,
     run_key,
@@ -65,29 +66,11 @@ class WandbLogger(RunLogger):
 
 
 _logger = WandbLogger()
+(marlbench_run_started, marlbench_train_metrics, marlbench_eval_episode,
+ marlbench_run_finished) = lifecycle_hooks(_logger)
 
 
 @hookimpl
 def marlbench_loggers():
     return [LoggerSpec("wandb", "Weights & Biases runs (offline by default; wandb sync later)",
                        requires=("wandb",), extra="wandb")]
-
-
-@hookimpl
-def marlbench_run_started(run):
-    _logger.started(run)
-
-
-@hookimpl
-def marlbench_train_metrics(run, step, metrics):
-    _logger.metrics(run, step, metrics)
-
-
-@hookimpl
-def marlbench_eval_episode(run, episode):
-    _logger.episode(run, episode)
-
-
-@hookimpl
-def marlbench_run_finished(run, summary):
-    _logger.finished(run, summary)
