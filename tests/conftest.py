@@ -80,3 +80,38 @@ def keyed_dataset():
         "episodes/final_obs": observe(k_final), "episodes/final_avail": availability(k_final),
     }
     return OfflineDataset({"state_is_concat_obs": True}, arrays, info)
+
+
+def _greedy_agreement(algo, data: OfflineDataset) -> float:
+    acts = algo.policy(greedy=True).act(data.obs.numpy(), data.state.numpy(),
+                                        data.avail.numpy())
+    return float((acts == data.actions.numpy()).mean())
+
+
+@pytest.fixture
+def greedy_agreement():
+    """`greedy_agreement(algo, data)`: the fraction of the dataset's actions a feed-forward
+    policy's greedy actions repeat, on every step of `data` at once."""
+    return _greedy_agreement
+
+
+@pytest.fixture
+def checkpoint_round_trip(tmp_path):
+    """`checkpoint_round_trip(name, algo, data)`: saves `algo`, loads it into a fresh instance
+    (another seed), asserts that both feed-forward policies pick identical, available actions
+    on every step of `data`, greedy and sampled; returns the fresh instance."""
+    from marlbench import checkpoint
+
+    def round_trip(name: str, algo, data: OfflineDataset):
+        checkpoint.save(tmp_path / "m.safetensors", name, algo)
+        fresh = type(algo)(algo.config, data.info, torch.device("cpu"), 1)
+        checkpoint.load(tmp_path / "m.safetensors", name, fresh)
+        obs, state, avail = (x.numpy() for x in (data.obs, data.state, data.avail))
+        for greedy in (True, False):
+            a = algo.policy(greedy=greedy, seed=3).act(obs, state, avail)
+            b = fresh.policy(greedy=greedy, seed=3).act(obs, state, avail)
+            np.testing.assert_array_equal(a, b)
+            assert avail[np.arange(len(a))[:, None], np.arange(a.shape[1]), a].all()
+        return fresh
+
+    return round_trip

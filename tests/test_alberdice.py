@@ -12,7 +12,6 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from marlbench import checkpoint
 from marlbench.algorithms.alberdice import AlberDICE, AlberDICEConfig
 from marlbench.cli import main
 
@@ -25,12 +24,6 @@ def make(data, seed=0, **overrides):
                      torch.device("cpu"), seed)
     algo.setup(data)
     return algo
-
-
-def greedy_agreement(algo, data) -> float:
-    acts = algo.policy(greedy=True).act(data.obs.numpy(), data.state.numpy(),
-                                        data.avail.numpy())
-    return float((acts == data.actions.numpy()).mean())
 
 
 def snapshot(module: torch.nn.Module) -> list[torch.Tensor]:
@@ -86,7 +79,8 @@ def test_best_response_sees_the_other_agents_current_policy(keyed_dataset):
 
 
 @pytest.mark.parametrize("overrides", [{}, {"f": "softchi", "extraction": "wbc"}])
-def test_nu_losses_fall_weights_normalised_and_policies_match_data(keyed_dataset, overrides):
+def test_nu_losses_fall_weights_normalised_and_policies_match_data(keyed_dataset, overrides,
+                                                                   greedy_agreement):
     algo = make(keyed_dataset, gamma=0.5, **overrides)
     untrained_nu = [copy.deepcopy(m) for m in algo.nets.nu]
     first = [algo.update() for _ in range(20)]
@@ -114,20 +108,11 @@ def test_nu_losses_fall_weights_normalised_and_policies_match_data(keyed_dataset
     assert greedy_agreement(algo, keyed_dataset) >= 0.95
 
 
-def test_checkpoint_round_trip_gives_identical_actions(tmp_path, keyed_dataset):
+def test_checkpoint_round_trip_gives_identical_actions(keyed_dataset, checkpoint_round_trip):
     algo = make(keyed_dataset)
     for _ in range(20):
         algo.update()
-    checkpoint.save(tmp_path / "m.safetensors", "alberdice", algo)
-    fresh = AlberDICE(algo.config, keyed_dataset.info, torch.device("cpu"), 1)
-    checkpoint.load(tmp_path / "m.safetensors", "alberdice", fresh)
-    obs, state, avail = (x.numpy() for x in (keyed_dataset.obs, keyed_dataset.state,
-                                             keyed_dataset.avail))
-    for greedy in (True, False):
-        a = algo.policy(greedy=greedy, seed=3).act(obs, state, avail)
-        b = fresh.policy(greedy=greedy, seed=3).act(obs, state, avail)
-        np.testing.assert_array_equal(a, b)
-        assert avail[np.arange(len(a))[:, None], np.arange(a.shape[1]), a].all()
+    checkpoint_round_trip("alberdice", algo, keyed_dataset)
 
 
 def test_bad_config_is_rejected():

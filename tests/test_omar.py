@@ -8,7 +8,6 @@ import numpy as np
 import torch
 from click.testing import CliRunner
 
-from marlbench import checkpoint
 from marlbench.algorithms.omar import OMAR, OMARConfig, search_action
 from marlbench.cli import main
 
@@ -58,19 +57,11 @@ def test_td_error_falls_and_policy_matches_the_data(keyed_dataset):
     assert (acts == keyed_dataset.actions.numpy()).mean() >= 0.95
 
 
-def test_checkpoint_round_trip_gives_identical_actions(tmp_path, keyed_dataset):
+def test_checkpoint_round_trip_gives_identical_actions(keyed_dataset, checkpoint_round_trip):
     algo = make(keyed_dataset)
     for _ in range(30):
         algo.update()
-    checkpoint.save(tmp_path / "m.safetensors", "omar", algo)
-    fresh = OMAR(algo.config, keyed_dataset.info, torch.device("cpu"), 1)
-    checkpoint.load(tmp_path / "m.safetensors", "omar", fresh)
-    obs, state, avail = (x.numpy() for x in (keyed_dataset.obs, keyed_dataset.state,
-                                             keyed_dataset.avail))
-    for greedy in (True, False):
-        a = algo.policy(greedy=greedy, seed=3).act(obs, state, avail)
-        b = fresh.policy(greedy=greedy, seed=3).act(obs, state, avail)
-        np.testing.assert_array_equal(a, b)
+    checkpoint_round_trip("omar", algo, keyed_dataset)
 
 
 def test_cli_runs_omar_end_to_end(tmp_path, tiny_expert):

@@ -8,7 +8,6 @@ import numpy as np
 import torch
 from click.testing import CliRunner
 
-from marlbench import checkpoint
 from marlbench.algorithms.omiga import OMIGA, OMIGAConfig
 from marlbench.cli import main
 
@@ -22,13 +21,7 @@ def make(data, seed=0, **overrides):
     return algo
 
 
-def greedy_agreement(algo, data) -> float:
-    acts = algo.policy(greedy=True).act(data.obs.numpy(), data.state.numpy(),
-                                        data.avail.numpy())
-    return float((acts == data.actions.numpy()).mean())
-
-
-def test_td_error_falls_and_policy_matches_the_data(keyed_dataset):
+def test_td_error_falls_and_policy_matches_the_data(keyed_dataset, greedy_agreement):
     # A short horizon so the values settle within the test's budget; tau high for the same
     # reason (the targets follow the online networks quickly).
     algo = make(keyed_dataset, gamma=0.5, tau=0.05)
@@ -44,20 +37,11 @@ def test_td_error_falls_and_policy_matches_the_data(keyed_dataset):
     assert greedy_agreement(algo, keyed_dataset) >= 0.95
 
 
-def test_checkpoint_round_trip_gives_identical_actions(tmp_path, keyed_dataset):
+def test_checkpoint_round_trip_gives_identical_actions(keyed_dataset, checkpoint_round_trip):
     algo = make(keyed_dataset)
     for _ in range(30):
         algo.update()
-    checkpoint.save(tmp_path / "m.safetensors", "omiga", algo)
-    fresh = OMIGA(algo.config, keyed_dataset.info, torch.device("cpu"), 1)
-    checkpoint.load(tmp_path / "m.safetensors", "omiga", fresh)
-    obs, state, avail = (x.numpy() for x in (keyed_dataset.obs, keyed_dataset.state,
-                                             keyed_dataset.avail))
-    for greedy in (True, False):
-        a = algo.policy(greedy=greedy, seed=3).act(obs, state, avail)
-        b = fresh.policy(greedy=greedy, seed=3).act(obs, state, avail)
-        np.testing.assert_array_equal(a, b)
-        assert avail[np.arange(len(a))[:, None], np.arange(a.shape[1]), a].all()
+    checkpoint_round_trip("omiga", algo, keyed_dataset)
 
 
 def test_cli_runs_omiga_end_to_end(tmp_path, tiny_expert):

@@ -10,7 +10,6 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from marlbench import checkpoint
 from marlbench.algorithms.optidice import OptiDICE, OptiDICEConfig
 from marlbench.cli import main
 from marlbench.nn import dice
@@ -24,12 +23,6 @@ def make(data, seed=0, **overrides):
                     seed)
     algo.setup(data)
     return algo
-
-
-def greedy_agreement(algo, data) -> float:
-    acts = algo.policy(greedy=True).act(data.obs.numpy(), data.state.numpy(),
-                                        data.avail.numpy())
-    return float((acts == data.actions.numpy()).mean())
 
 
 def probe_losses(algo, data):
@@ -55,7 +48,8 @@ def test_f_divergence_closed_forms_match_their_definitions():
 
 
 @pytest.mark.parametrize("f", ["kl", "softchi"])
-def test_nu_loss_falls_weights_normalised_and_policy_matches_data(keyed_dataset, f):
+def test_nu_loss_falls_weights_normalised_and_policy_matches_data(keyed_dataset, f,
+                                                                  greedy_agreement):
     # gamma 0.5: the keyed episodes are 6-14 steps, so a short horizon settles in the budget.
     algo = make(keyed_dataset, f=f, gamma=0.5)
     before = probe_losses(algo, keyed_dataset)["nu_loss"].item()
@@ -92,20 +86,11 @@ def test_time_limit_bootstraps_and_terminal_does_not(keyed_dataset):
     torch.testing.assert_close(e[~last], b.rewards[~last] + gamma - 1)
 
 
-def test_checkpoint_round_trip_gives_identical_actions(tmp_path, keyed_dataset):
+def test_checkpoint_round_trip_gives_identical_actions(keyed_dataset, checkpoint_round_trip):
     algo = make(keyed_dataset, f="chisquare")
     for _ in range(30):
         algo.update()
-    checkpoint.save(tmp_path / "m.safetensors", "optidice", algo)
-    fresh = OptiDICE(algo.config, keyed_dataset.info, torch.device("cpu"), 1)
-    checkpoint.load(tmp_path / "m.safetensors", "optidice", fresh)
-    obs, state, avail = (x.numpy() for x in (keyed_dataset.obs, keyed_dataset.state,
-                                             keyed_dataset.avail))
-    for greedy in (True, False):
-        a = algo.policy(greedy=greedy, seed=3).act(obs, state, avail)
-        b = fresh.policy(greedy=greedy, seed=3).act(obs, state, avail)
-        np.testing.assert_array_equal(a, b)
-        assert avail[np.arange(len(a))[:, None], np.arange(a.shape[1]), a].all()
+    fresh = checkpoint_round_trip("optidice", algo, keyed_dataset)
     assert fresh.nets.norm.lam.item() == algo.nets.norm.lam.item()
 
 
