@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -89,7 +90,8 @@ def test_duplicate_names_are_reported_not_shadowed():
 def test_installed_example_package_adds_an_algorithm(tmp_path):
     """pip-install examples/marlbench-example-plugin into a folder and list plugins from it."""
     target = tmp_path / "site"
-    example = REPO / "examples" / "marlbench-example-plugin"
+    # built from a copy: pip leaves build/ and *.egg-info next to the sources it builds
+    example = shutil.copytree(REPO / "examples" / "marlbench-example-plugin", tmp_path / "src")
     subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps",
                     "--no-build-isolation", "--target", str(target), str(example)],
                    check=True, capture_output=True)
