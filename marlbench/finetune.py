@@ -33,6 +33,7 @@ from marlbench.fsutil import check_writable_dir, path_lock, remove_dead_staging
 from marlbench.plugins import Registry, registry
 from marlbench.progress import Reporter
 from marlbench.runner import (
+    TRAIN_THREADS,
     RunContext,
     RunOptions,
     RunRequest,
@@ -130,8 +131,8 @@ def finetune(req: FinetuneRequest, reporter: Reporter | None = None,
     _refuse_existing(final, req.overwrite)
     check_writable_dir(final.parent, "results")
     env_spec.factory().close()
-    if req.threads:
-        torch.set_num_threads(req.threads)
+    if req.threads or TRAIN_THREADS:  # --threads, else the training default, as in `run`
+        torch.set_num_threads(req.threads or TRAIN_THREADS)
     seed_everything(seed)
     algo = spec.cls(config, env_spec.info, device, seed)
     algo.adopt(offline)
