@@ -202,3 +202,11 @@ def test_a_finetune_part_continues_the_offline_runs_with_its_own_options(tmp_pat
                               str(results)], catch_exceptions=False)
     assert "| two | fine-tuning helps |" in report.read_text()  # 1 seed each: not run
     assert "**not run**" in report.read_text()
+
+
+def test_a_fresh_install_prices_cells_from_the_shipped_reference_runs(tmp_path):
+    shipped = rp.measurements(tmp_path / "empty")  # no local runs: the packaged figures
+    assert shipped, "presets/cell_costs.json holds no reference runs"
+    algo, rows = next(iter(shipped.items()))
+    seconds, basis = rp.estimate(algo, rows[0].env, rows[0].n_agents, 1000, 30, shipped)
+    assert seconds is not None and seconds > 0 and basis == "measured"
