@@ -28,7 +28,7 @@ from typing import Any
 
 from marlbench.compare.claims import KINDS, Claim
 from marlbench.errors import ConfigError, UnknownNameError
-from marlbench.runner import RunOptions, results_root
+from marlbench.runner import EVAL_EPISODES, RunOptions, results_root
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -180,7 +180,9 @@ def cell_options(preset: Preset, part: Part, algo: str, budget: str, base: RunOp
     if budget not in BUDGETS:
         raise UnknownNameError("budget", budget, BUDGETS)
     overrides = {**preset.budgets[budget].get(algo, {}), **part.overrides, **base.overrides}
-    eval_episodes = base.eval_episodes if base.eval_episodes != 30 else preset.eval_episodes
+    # the preset's evaluation setting unless --eval-episodes was changed from the default
+    eval_episodes = (preset.eval_episodes if base.eval_episodes == EVAL_EPISODES
+                     else base.eval_episodes)
     return replace(base, overrides=overrides, label=part.label, eval_episodes=eval_episodes)
 
 
