@@ -7,6 +7,7 @@ import importlib.metadata as md
 import platform
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 _PACKAGES = ("marlbench", "torch", "numpy", "h5py", "gymnasium", "rware", "jax", "jaxmarl",
@@ -40,3 +41,11 @@ def code_commit() -> str | None:
 
 def command_line() -> str:
     return " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])
+
+
+def creation_record(started: float) -> dict:
+    """How a dataset was made, for its card: the command, when, how long since `started`
+    (a `time.perf_counter()` reading) and the package versions."""
+    return {"created_with": command_line(), "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "collection_seconds": round(time.perf_counter() - started, 2),
+            "packages": package_versions()}

@@ -16,7 +16,7 @@ import numpy as np
 from marlbench.api import BehaviourPolicy, EnvSpec, MultiAgentEnv
 from marlbench.data.schema import DatasetWriter
 from marlbench.progress import Reporter
-from marlbench.provenance import command_line, package_versions
+from marlbench.provenance import creation_record
 
 REFERENCE_EPISODES = 10  # episodes per reference policy for normalised scores
 REFERENCE_SEED = 2**31 - 1  # fixed so every dataset of an env gets the same references
@@ -92,9 +92,7 @@ def collect(spec: EnvSpec, behaviour: BehaviourPolicy, *, quality: str, episodes
             "family": spec.family, "env_version": spec.version, "quality": quality,
             "behaviour": behaviour_name or type(behaviour).__name__, "seed": seed,
             "reference_returns": references or {},
-            "created_with": command_line(), "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "collection_seconds": round(time.perf_counter() - t0, 2),
-            "packages": package_versions(),
+            **creation_record(t0),
         })
     except BaseException:
         writer.abort()

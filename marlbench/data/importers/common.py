@@ -26,7 +26,7 @@ import numpy as np
 from marlbench.data.schema import DatasetWriter
 from marlbench.errors import DatasetError
 from marlbench.progress import Reporter
-from marlbench.provenance import command_line, package_versions
+from marlbench.provenance import creation_record
 
 # HDF5 keeps attributes under 64 KiB; beyond this many files only the combined digest is kept.
 MAX_LISTED_FILES = 64
@@ -217,9 +217,7 @@ def write_dataset(source: Source, spec, path: Path, *, quality: str = "imported"
             "import_notes": notes,
             "env_compatibility": {"env": info.name, "checked (source, env)": dims,
                                   "episode_limit": info.episode_limit},
-            "created_with": command_line(), "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "collection_seconds": round(time.perf_counter() - t0, 2),
-            "packages": package_versions(),
+            **creation_record(t0),
         })
     except BaseException:
         writer.abort()
