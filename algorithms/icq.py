@@ -57,12 +57,12 @@ from torch import nn
 from marlbench.api import Algorithm, AlgorithmSpec, EnvInfo, Policy, hookimpl, validate_config
 from marlbench.data import OfflineDataset, TrajectoryBatch
 from marlbench.nn import (
+    ActionSampler,
     FixedNormalizer,
     agent_inputs,
     mask_logits,
     mlp,
     optimizer_step,
-    select_actions,
 )
 from marlbench.nn.mixer import LinearMixer
 
@@ -307,12 +307,13 @@ class ICQPolicy(Policy):
     """Decentralised and recurrent: each agent's GRU state and last action live here."""
 
     def __init__(self, nets: ICQNets, device: torch.device, greedy: bool, seed: int):
-        self.nets, self.device, self.greedy = nets.eval(), device, greedy
-        self.gen = torch.Generator(device).manual_seed(seed)
+        self.nets, self.device = nets.eval(), device
+        self.choose = ActionSampler(greedy, seed, device)
         self.hidden: torch.Tensor | None = None
         self.last: torch.Tensor | None = None
 
     def reset(self, n_envs: int) -> None:
+        self.choose.reset(n_envs)
         self.hidden = None  # the GRU starts from zeros
         self.last = torch.full((n_envs, 1, self.nets.n), -1, device=self.device)
 
@@ -321,7 +322,7 @@ class ICQPolicy(Policy):
         obs_t = self.nets.scale_obs(torch.as_tensor(obs, device=self.device)).unsqueeze(1)
         logits, self.hidden = self.nets.actor(obs_t, self.last, self.hidden)
         avail_t = torch.as_tensor(avail, device=self.device)
-        actions = select_actions(logits[:, 0], avail_t, self.greedy, self.gen)
+        actions = self.choose(logits[:, 0], avail_t)
         self.last = actions.unsqueeze(1)
         return actions.cpu().numpy()
 

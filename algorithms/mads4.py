@@ -59,6 +59,7 @@ from marlbench.api import Algorithm, AlgorithmSpec, EnvInfo, Policy, hookimpl
 from marlbench.data import OfflineDataset, TrajectoryBatch
 from marlbench.nn import (
     TARGET_RETURN_SCALE,
+    ActionSampler,
     FixedNormalizer,
     choice_mask,
     mask_logits,
@@ -68,6 +69,7 @@ from marlbench.nn import (
     select_actions,
     target_return,
 )
+from marlbench.nn.fused import CompiledStep
 from marlbench.nn.s4 import S4Block
 
 ShareMode = Literal["memory", "logits", "both", "none"]
@@ -124,6 +126,10 @@ class MADS4Config:
     # under a second on two CPU cores at L=500 (see bench/s4_speed.py).
     batch_size: int = 16
     steps: int = 1500  # default budget (CPU); the authors train 15 x 1000 steps on a GPU
+    # Acting only: one compiled graph per timestep (marlbench.nn.fused). Off by default: it
+    # costs ~10-20 s of compilation per process and batch size, more than a default
+    # evaluation's whole recurrent compute; worth it for long rollouts (bench/mads4_vs_madt.py).
+    compile_step: bool = False
 
     def __post_init__(self):
         for name in ("d_model", "n_layers", "embed_dim", "message_dim", "batch_size", "steps"):
@@ -149,6 +155,7 @@ class MADS4Net(nn.Module):
     """The shared per-agent network, runnable as a convolution (training) or a recurrence."""
 
     sends_action = False  # ActionSharingMADS4Net: the message also carries the action taken
+    _compiled: CompiledStep | None = None  # compile_step()
 
     def __init__(self, cfg: MADS4Config, env: EnvInfo):
         super().__init__()
@@ -274,6 +281,13 @@ class MADS4Net(nn.Module):
                 "messages": torch.zeros(batch, self.n, self.msg_in, device=dev),
                 "features": torch.zeros(batch, self.n, self.cfg.d_model, device=dev)}
 
+    def compile_step(self, enabled: bool = True) -> None:
+        """Run `step` as one compiled graph per timestep (marlbench.nn.fused: pays for long
+        rollouts; compiling costs seconds per input shape). Not for the `share_action`
+        extension, whose successors wait on each agent's draw."""
+        self._compiled = CompiledStep(self.timestep, "MADS4 step") if (
+            enabled and not self.sends_action) else None
+
     def step(self, rtg: torch.Tensor, state: torch.Tensor, obs: torch.Tensor,
              prev_action: torch.Tensor, carry: dict, order: list[int] | None = None,
              choose=None, actions: torch.Tensor | None = None
@@ -284,25 +298,49 @@ class MADS4Net(nn.Module):
         `choose(agent, logits [B, A]) -> actions [B]` picks each agent's action, called in
         `order` (before the successor runs when the message carries the action); without it
         only the logits are computed, with `actions` [B, n] as the actions taken (teacher
-        forcing in tests). Sets `carry["features"]` [B, n, H]: the last block's output per
-        agent at this timestep (what the action head reads); `carry["messages"]` [B, n, msg]
-        holds the messages sent (read at t+1 by the decentralised variant).
+        forcing in tests). Updates `carry` in place: "ssm" (per agent, per block), "messages"
+        [B, n, msg] (the messages sent, read at t+1 by the decentralised variant) and
+        "features" [B, n, H] (the last block's output per agent: what the action head reads).
         """
+        order = tuple(order or range(self.n))
+        params = [blk.step_params() for blk in self.blocks]
+        args = (rtg, state, obs, prev_action, carry["messages"], carry["ssm"], params, order)
+        if self.sends_action:
+            logits, chosen, carry["features"], carry["messages"], carry["ssm"] = self.timestep(
+                *args, choose=choose, actions=actions)
+            acts = torch.stack(chosen, 1) if choose is not None else None
+            return logits, acts, carry
+        # Compiled below batch 4, where dispatch dominates; batched steps are compute-bound
+        # and faster eagerly (in-place state updates; measured in bench/mads4_vs_madt.py).
+        run = self._compiled if self._compiled and rtg.shape[0] < 4 else self.timestep
+        logits, _, carry["features"], carry["messages"], carry["ssm"] = run(*args)
+        acts = None
+        if choose is not None:  # no message depends on a draw: choose after all agents ran
+            chosen = {agent: choose(agent, logits[:, agent]) for agent in order}
+            acts = torch.stack([chosen[agent] for agent in range(self.n)], 1)
+        return logits, acts, carry
+
+    def timestep(self, rtg, state, obs, prev_action, messages, ssm, params, order,
+                 choose=None, actions=None):
+        """`step`'s arithmetic as a pure function of tensors (what `compile_step` compiles):
+        -> (logits [B, n, A], chosen actions per agent or None, features [B, n, H],
+        messages sent [B, n, msg], new SSM states). `params[layer]` is
+        `S4Block.step_params()`; `choose` and `actions` only with `sends_action`."""
         B = rtg.shape[0]
         pre = self.agent_tokens(rtg, state, obs, prev_action)  # [B, n, H]
         message = pre.new_zeros(B, self.msg_in) if self.msg_in else None
-        sent = carry["messages"].clone() if self.cfg.decentralised else carry["messages"]
-        feats, logits, chosen = [None] * self.n, [None] * self.n, [None] * self.n
-        order = order or list(range(self.n))
+        sent = list(messages.unbind(1))
+        new_ssm, feats = list(ssm), [None] * self.n
+        logits, chosen = [None] * self.n, [None] * self.n
         for pos, agent in enumerate(order):
-            if self.cfg.decentralised:
-                message = (carry["messages"][:, order[pos - 1]] if pos else
-                           torch.zeros_like(carry["messages"][:, 0]))
-            x, states, readout = self.token(pre[:, agent], message), carry["ssm"][agent], None
-            for layer, blk in enumerate(self.blocks):
-                x, extra, states[layer] = blk.step(x, states[layer], slot=pos)
+            if self.cfg.decentralised:  # the predecessor's message of t-1
+                message = messages[:, order[pos - 1]] if pos else torch.zeros_like(sent[0])
+            x, states, readout = self.token(pre[:, agent], message), [], None
+            for blk, st, p in zip(self.blocks, ssm[agent], params):
+                x, extra, st = blk.step(x, st, pos, p)
+                states.append(st)
                 readout = extra[0] if extra.shape[0] else None
-            feats[agent] = x
+            new_ssm[agent], feats[agent] = states, x
             if self.sends_logits or self.sends_action:
                 logits[agent] = self.action_head(x)
             if self.sends_action and choose is not None:
@@ -312,18 +350,11 @@ class MADS4Net(nn.Module):
                     actions[:, agent] if actions is not None else None)
                 message = self.outgoing(logits[agent], readout, taken)
                 if self.cfg.decentralised:
-                    sent[:, agent] = message
-        carry["messages"] = sent
-        carry["features"] = features = torch.stack(feats, 1)
-        if logits[0] is None:
-            logits = self.action_head(features)  # all agents in one call
-        else:
-            logits = torch.stack(logits, 1)
-        if choose is not None and chosen[order[0]] is None:
-            for agent in order:
-                chosen[agent] = choose(agent, logits[:, agent])
-        acts = torch.stack(chosen, 1) if choose is not None else None
-        return logits, acts, carry
+                    sent[agent] = message
+        features = torch.stack(feats, 1)
+        out = torch.stack(logits, 1) if logits[0] is not None else self.action_head(features)
+        sent_out = torch.stack(sent, 1) if self.cfg.decentralised else messages
+        return out, (chosen if choose is not None else None), features, sent_out, new_ssm
 
 
 class ActionSharingMADS4Net(MADS4Net):
@@ -423,6 +454,7 @@ class MADS4(Algorithm):
         return {"loss": loss.item(), "accuracy": acc.item(), "grad_norm": grad.item()}
 
     def policy(self, greedy: bool = False, seed: int = 0) -> Policy:
+        self.net.compile_step(self.config.compile_step)
         return MADS4Policy(self.net, self.target_return / self.rtg_scale, self.rtg_scale,
                            greedy, seed)
 
@@ -441,11 +473,12 @@ class MADS4Policy(Policy):
     parallel episode advanced by one batched step."""
 
     def __init__(self, net: MADS4Net, target: float, rtg_scale: float, greedy: bool, seed: int):
-        self.net, self.target, self.scale, self.greedy = net.eval(), target, rtg_scale, greedy
+        self.net, self.target, self.scale = net.eval(), target, rtg_scale
         self.device = next(net.parameters()).device
-        self.gen = torch.Generator(self.device).manual_seed(seed)
+        self.choose = ActionSampler(greedy, seed, self.device)
 
     def reset(self, n_envs: int) -> None:
+        self.choose.reset(n_envs)
         self.carry = self.net.initial_carry(n_envs)
         self.rtg = torch.full((n_envs,), self.target, device=self.device)
         self.prev = torch.zeros(n_envs, self.net.n, self.net.n_actions, device=self.device)
@@ -455,15 +488,18 @@ class MADS4Policy(Policy):
         t = lambda x: torch.as_tensor(x, device=self.device)  # noqa: E731
         avail_t = t(avail)
         if self.net.sends_action:  # each draw goes into the successor's message
+            noise = self.choose.noise(tuple(avail.shape[1:]))
+
             def choose(agent: int, logits: torch.Tensor) -> torch.Tensor:
-                return select_actions(logits, avail_t[:, agent], self.greedy, self.gen)
+                return select_actions(logits, avail_t[:, agent],
+                                      None if noise is None else noise[:, agent])
 
             _, actions, self.carry = self.net.step(self.rtg, t(state), t(obs), self.prev,
                                                    self.carry, choose=choose)
         else:  # no message depends on a draw: all agents' actions in one call
             logits, _, self.carry = self.net.step(self.rtg, t(state), t(obs), self.prev,
                                                   self.carry)
-            actions = select_actions(logits, avail_t, self.greedy, self.gen)
+            actions = self.choose(logits, avail_t)
         self.prev = F.one_hot(actions, self.net.n_actions).float()
         return actions.cpu().numpy()
 

@@ -35,6 +35,7 @@ from marlbench.api import Algorithm, AlgorithmSpec, EnvInfo, Policy, hookimpl, v
 from marlbench.data import OfflineDataset, TrajectoryBatch
 from marlbench.nn import (
     TARGET_RETURN_SCALE,
+    ActionSampler,
     FixedNormalizer,
     agent_inputs,
     choice_mask,
@@ -42,7 +43,6 @@ from marlbench.nn import (
     masked_mean,
     optimizer_step,
     return_to_go_scale,
-    select_actions,
     target_return,
 )
 from marlbench.nn.gpt import GPT, KVCache, weight_decay_groups
@@ -237,12 +237,13 @@ class MADTPolicy(Policy):
 
     def __init__(self, net: MADTNet, env: EnvInfo, target_return: float, return_scale: float,
                  device: torch.device, greedy: bool, seed: int):
-        self.net, self.env, self.device, self.greedy = net.eval(), env, device, greedy
+        self.net, self.env, self.device = net.eval(), env, device
         self.target_return, self.return_scale = target_return, return_scale
         self.K = net.cfg.context
-        self.gen = torch.Generator(device).manual_seed(seed)
+        self.choose = ActionSampler(greedy, seed, device)
 
     def reset(self, n_envs: int) -> None:
+        self.choose.reset(n_envs)
         self.cache, self.t, self.prev = KVCache(), 0, None
         self.rtg = torch.full((n_envs,), self.target_return, device=self.device)
         # For the window forward: the last K steps' (scaled return-to-go, agent inputs) and the
@@ -264,9 +265,7 @@ class MADTPolicy(Policy):
             acts = torch.stack([*self.taken, torch.zeros_like(self.prev)], 1)
             steps = torch.arange(self.t - self.K + 1, self.t + 1, device=self.device)
             logits = self.net(rtgs, xs, acts, steps.expand(B * n, -1))[:, -1]
-        actions = select_actions(logits.reshape(B, n, -1),
-                                 torch.as_tensor(avail, device=self.device), self.greedy,
-                                 self.gen)
+        actions = self.choose(logits.reshape(B, n, -1), torch.as_tensor(avail, device=self.device))
         self.prev, self.t = actions.reshape(B * n), self.t + 1
         self.taken.append(self.prev)
         return actions.cpu().numpy()

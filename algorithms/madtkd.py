@@ -54,11 +54,11 @@ from marlbench.api import Algorithm, AlgorithmSpec, EnvInfo, Policy, hookimpl
 from marlbench.data import OfflineDataset
 from marlbench.errors import MarlbenchError
 from marlbench.nn import (
+    ActionSampler,
     FixedNormalizer,
     agent_inputs,
     mask_logits,
     optimizer_step,
-    select_actions,
     target_return,
 )
 from marlbench.nn.gpt import GPT, step_mask, weight_decay_groups
@@ -369,12 +369,13 @@ class MADTKDPolicy(Policy):
 
     def __init__(self, net: MADTKDNet, env: EnvInfo, target_return: float, return_scale: float,
                  device: torch.device, greedy: bool, seed: int):
-        self.net, self.env, self.device, self.greedy = net.eval(), env, device, greedy
+        self.net, self.env, self.device = net.eval(), env, device
         self.target_return, self.return_scale = target_return, return_scale
         self.K = net.cfg.context
-        self.gen = torch.Generator(device).manual_seed(seed)
+        self.choose = ActionSampler(greedy, seed, device)
 
     def reset(self, n_envs: int) -> None:
+        self.choose.reset(n_envs)
         self.t = 0
         self.rtg = torch.full((n_envs,), self.target_return, device=self.device)
         # The last K steps' (scaled return-to-go [B], agent inputs [B, n, in]) and the actions
@@ -394,8 +395,7 @@ class MADTKDPolicy(Policy):
                                                      device=self.device)], 1)
         steps = torch.arange(self.t - L + 1, self.t + 1, device=self.device).expand(B, -1)
         logits, _ = self.net.student_forward(rtgs, xs, acts, steps)
-        actions = select_actions(logits[:, -1], torch.as_tensor(avail, device=self.device),
-                                 self.greedy, self.gen)
+        actions = self.choose(logits[:, -1], torch.as_tensor(avail, device=self.device))
         self.taken.append(actions)
         self.t += 1
         return actions.cpu().numpy()

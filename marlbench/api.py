@@ -6,8 +6,9 @@ and policies. The host never looks inside a plugin beyond these.
 
 The helpers the built-in algorithms share are importable from here too (loaded on first use,
 so an environment plugin never pays for torch): `FeedForwardPolicy` (a memoryless policy from a
-logits function), `mask_logits` (unavailable actions out of the softmax), `select_actions`
-(seeded sampling or argmax over the available actions), `agent_one_hot` / `agent_inputs`
+logits function), `mask_logits` (unavailable actions out of the softmax), `ActionSampler` /
+`select_actions` (argmax, or sampling with one random stream per episode, over the available
+actions), `agent_one_hot` / `agent_inputs`
 (agent ids for a network shared by the agents), `choice_mask` (steps where an agent had a
 choice), `optimizer_step` (a clipped gradient step), `target_return` / `return_to_go_scale`
 (return conditioning), `FixedNormalizer`, `mlp`, `soft_update`, and `validate_config` (checks
@@ -301,9 +302,9 @@ class RunContext:
 # ---------------------------------------------------------------------------------------------
 
 _HELPERS = {
-    **dict.fromkeys(("FixedNormalizer", "agent_inputs", "agent_one_hot", "choice_mask",
-                     "mask_logits", "mlp", "optimizer_step", "return_to_go_scale",
-                     "select_actions", "target_return"), "marlbench.nn"),
+    **dict.fromkeys(("ActionSampler", "FixedNormalizer", "agent_inputs", "agent_one_hot",
+                     "choice_mask", "mask_logits", "mlp", "optimizer_step",
+                     "return_to_go_scale", "select_actions", "target_return"), "marlbench.nn"),
     **dict.fromkeys(("FeedForwardPolicy", "soft_update"), "marlbench.policies"),
     "validate_config": "marlbench.config",
 }

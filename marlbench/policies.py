@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from marlbench.api import Policy
-from marlbench.nn import select_actions
+from marlbench.nn import ActionSampler
 
 
 class FeedForwardPolicy(Policy):
@@ -20,17 +20,17 @@ class FeedForwardPolicy(Policy):
 
     def __init__(self, net: nn.Module, logits: Callable[[torch.Tensor, torch.Tensor],
                  torch.Tensor], device: torch.device, greedy: bool, seed: int):
-        self.net, self.logits, self.device, self.greedy = net.eval(), logits, device, greedy
-        self.gen = torch.Generator(device).manual_seed(seed)
+        self.net, self.logits, self.device = net.eval(), logits, device
+        self.choose = ActionSampler(greedy, seed, device)
 
     def reset(self, n_envs: int) -> None:
-        pass
+        self.choose.reset(n_envs)
 
     @torch.inference_mode()
     def act(self, obs: np.ndarray, state: np.ndarray, avail: np.ndarray) -> np.ndarray:
         t = lambda x: torch.as_tensor(x, device=self.device)  # noqa: E731
         logits = self.logits(t(obs), t(state))
-        return select_actions(logits, t(avail), self.greedy, self.gen).cpu().numpy()
+        return self.choose(logits, t(avail)).cpu().numpy()
 
 
 @torch.no_grad()

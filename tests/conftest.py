@@ -108,8 +108,12 @@ def checkpoint_round_trip(tmp_path):
         checkpoint.load(tmp_path / "m.safetensors", name, fresh)
         obs, state, avail = (x.numpy() for x in (data.obs, data.state, data.avail))
         for greedy in (True, False):
-            a = algo.policy(greedy=greedy, seed=3).act(obs, state, avail)
-            b = fresh.policy(greedy=greedy, seed=3).act(obs, state, avail)
+            actions = []
+            for source in (algo, fresh):
+                policy = source.policy(greedy=greedy, seed=3)
+                policy.reset(len(obs))
+                actions.append(policy.act(obs, state, avail))
+            a, b = actions
             np.testing.assert_array_equal(a, b)
             assert avail[np.arange(len(a))[:, None], np.arange(a.shape[1]), a].all()
         return fresh

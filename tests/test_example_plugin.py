@@ -43,6 +43,8 @@ def test_example_plugin_learns_the_keyed_actions(example, keyed_dataset):
     assert (acts == keyed_dataset.actions.numpy()).mean() > 0.95
     # Sampling is seeded: the same seed, the same actions.
     a, b = (algo.policy(seed=7) for _ in range(2))
+    a.reset(50)
+    b.reset(50)
     args = (keyed_dataset.obs[:50].numpy(), keyed_dataset.state[:50].numpy(),
             keyed_dataset.avail[:50].numpy())
     np.testing.assert_array_equal(a.act(*args), b.act(*args))

@@ -3,6 +3,8 @@ the cooperation claim in miniature, and bad input."""
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -338,3 +340,26 @@ def test_both_views_agree_on_any_device_without_host_syncs_per_step():
                 torch.cuda.set_sync_debug_mode("default")
     assert all(r.device.type == device.type for r in rec)
     assert (torch.stack(rec, 1) - conv).abs().max().item() <= 1e-4
+
+
+@pytest.mark.parametrize("variant", [{}, {"decentralised": True, "norm": "layer"}])
+def test_compiled_step_equals_the_eager_step(variant):
+    """`compile_step`: one compiled graph per timestep (marlbench.nn.fused), the same
+    function; compilation must succeed here (a failure would fall back with a warning)."""
+    torch.manual_seed(0)
+    env = EnvInfo("toy", 2, 5, 3, 4, 16)
+    cfg = MADS4Config(**SMALL, n_layers=2, **variant)
+    eager, compiled = MADS4Net(cfg, env).eval(), MADS4Net(cfg, env).eval()
+    compiled.load_state_dict(eager.state_dict())
+    compiled.compile_step()
+    obs, state, rtg = torch.randn(16, 1, 2, 5), torch.randn(16, 1, 3), torch.randn(16, 1)
+    prev = previous_actions(torch.randint(0, 4, (1, 16, 2)), 4)[0].unsqueeze(1)
+    carries = [eager.initial_carry(1), compiled.initial_carry(1)]
+    with torch.inference_mode(), warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        for t in range(16):
+            outs = [net.step(rtg[t], state[t], obs[t], prev[t], carry)[0]
+                    for net, carry in zip((eager, compiled), carries)]
+            torch.testing.assert_close(outs[1], outs[0], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(carries[1]["ssm"][1][1], carries[0]["ssm"][1][1])
+    assert compiled._compiled._compiled is not None  # compiled, not fallen back to eager

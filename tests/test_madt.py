@@ -13,7 +13,6 @@ import torch
 import torch.nn.functional as F
 from click.testing import CliRunner
 
-import marlbench.algorithms.madt as madt_module
 from marlbench import checkpoint
 from marlbench.algorithms.madt import MADT, MADTConfig, agent_sequences, team_sequences
 from marlbench.cli import main
@@ -114,8 +113,8 @@ def test_policy_conditions_on_target_return_minus_rewards(info, data, monkeypatc
     ep = _first_steps(data, [0, 1], 9)
     policy.reset(2)
     seen = []  # the logits the policy acted on
-    select = madt_module.select_actions
-    monkeypatch.setattr(madt_module, "select_actions",
+    select = policy.choose
+    monkeypatch.setattr(policy, "choose",
                         lambda logits, *a: (seen.append(logits), select(logits, *a))[1])
     chosen = []
     for t in range(9):

@@ -12,7 +12,6 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-import marlbench.algorithms.madtkd as madtkd_module
 from marlbench import checkpoint
 from marlbench.algorithms.madtkd import MADTKD, MADTKDConfig, distillation_losses
 from marlbench.cli import main
@@ -177,12 +176,12 @@ def test_policy_acts_on_the_students_window_forward(info, data, monkeypatch):
         algo.update()
     assert algo.target_return == pytest.approx(1.1 * data.max_return)
     seen = []
-    select = madtkd_module.select_actions
-    monkeypatch.setattr(madtkd_module, "select_actions",
-                        lambda logits, *a: (seen.append(logits), select(logits, *a))[1])
     policy = algo.policy(greedy=True)
     ep = _steps(data, [0, 1], 9)
     policy.reset(2)
+    select = policy.choose
+    monkeypatch.setattr(policy, "choose",
+                        lambda logits, *a: (seen.append(logits), select(logits, *a))[1])
     chosen = []
     for t in range(9):
         chosen.append(policy.act(ep.obs[:, t].numpy(), ep.state[:, t].numpy(),

@@ -132,8 +132,9 @@ def test_linear_time_step_matches_the_dense_reference_step(mode):
 def _step_sizes(N: int) -> tuple[int, int]:
     """(entries of every coefficient the step reads, of its state) at state size N."""
     layer = S4Layer(16, N, l_max=64, channels=2)
-    coefficients = [t for t in layer.step_matrices() if t is not None]
-    assert all(t.shape[-1] in (N // 2, N) for t in coefficients)
+    m = layer.step_matrices()
+    coefficients = [m.alpha, m.alpha_r, m.S, m.V, m.C]
+    assert all(t.shape[1 if t is m.alpha_r else -1] in (N // 2, N) for t in coefficients)
     return sum(t.numel() for t in coefficients), layer.initial_state(4).numel()
 
 

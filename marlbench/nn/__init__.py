@@ -2,6 +2,7 @@
 
 from marlbench.nn.common import (
     TARGET_RETURN_SCALE,
+    ActionSampler,
     FixedNormalizer,
     agent_inputs,
     agent_one_hot,
@@ -15,6 +16,6 @@ from marlbench.nn.common import (
     target_return,
 )
 
-__all__ = ["TARGET_RETURN_SCALE", "FixedNormalizer", "agent_inputs",
+__all__ = ["TARGET_RETURN_SCALE", "ActionSampler", "FixedNormalizer", "agent_inputs",
            "agent_one_hot", "choice_mask", "mask_logits", "masked_mean", "mlp", "optimizer_step",
            "return_to_go_scale", "select_actions", "target_return"]

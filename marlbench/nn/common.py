@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -29,14 +30,50 @@ def mask_logits(logits: torch.Tensor, avail: torch.Tensor) -> torch.Tensor:
     return logits.masked_fill(~avail.bool(), NEG_INF)
 
 
-def select_actions(logits: torch.Tensor, avail: torch.Tensor, greedy: bool,
-                   generator: torch.Generator | None = None) -> torch.Tensor:
-    """Sample from (or argmax over) the available actions; logits [..., A] -> actions [...]."""
-    logits = mask_logits(logits, avail)
-    if greedy:
-        return logits.argmax(-1)
-    probs = torch.softmax(logits.float(), -1).reshape(-1, logits.shape[-1])
-    return torch.multinomial(probs, 1, generator=generator).reshape(logits.shape[:-1])
+def select_actions(logits: torch.Tensor, avail: torch.Tensor,
+                   noise: torch.Tensor | None = None) -> torch.Tensor:
+    """The argmax over the available actions of logits [..., A] (greedy), or of logits plus
+    Gumbel `noise` (a sample from softmax(logits) over the available actions) -> [...]."""
+    return mask_logits(logits if noise is None else logits + noise, avail).argmax(-1)
+
+
+class ActionSampler:
+    """A policy's action choice over `n_envs` environments in lockstep: greedy, or sampled
+    with one random stream per episode.
+
+    Episodes are numbered in the order the policy starts them (`reset(n)` starts the next
+    n), and episode e of a policy with seed s draws from its own generator seeded by (s, e).
+    A batched evaluation (episodes 0..k-1 together) therefore samples exactly what running
+    them one at a time does: the returns do not depend on `--eval-parallel`. Sampling is
+    Gumbel-max, argmax(logits + G) with G = -log(Exp(1)), equivalent to softmax sampling.
+    """
+
+    def __init__(self, greedy: bool, seed: int, device: torch.device | str = "cpu"):
+        self.greedy, self.seed, self.device = greedy, seed, torch.device(device)
+        self.started, self.streams = 0, []
+
+    def reset(self, n_envs: int) -> None:
+        first, self.started = self.started, self.started + n_envs
+        self.streams = [torch.Generator(self.device).manual_seed(int(
+            np.random.SeedSequence(self.seed, spawn_key=(e,)).generate_state(1, np.uint64)[0]))
+            for e in range(first, first + n_envs)]
+
+    def noise(self, shape: tuple[int, ...]) -> torch.Tensor | None:
+        """Gumbel noise [n_envs, *shape], row e from episode e's stream; None when greedy."""
+        if self.greedy:
+            return None
+        if not self.streams:
+            raise RuntimeError("the policy samples per episode: call reset(n_envs) before act")
+        exp = [torch.empty(shape, device=self.device).exponential_(generator=g)
+               for g in self.streams]
+        return torch.stack(exp).log_().neg_()
+
+    def __call__(self, logits: torch.Tensor, avail: torch.Tensor) -> torch.Tensor:
+        """logits [n_envs, ..., A], avail alike -> actions [n_envs, ...]."""
+        if not self.greedy and self.streams and logits.shape[0] != len(self.streams):
+            raise ValueError(f"ActionSampler was reset for {len(self.streams)} environments, "
+                             f"got logits for {logits.shape[0]}")
+        return select_actions(logits, avail, self.noise(tuple(logits.shape[1:])))
 
 
 def choice_mask(avail: torch.Tensor) -> torch.Tensor:

@@ -44,19 +44,20 @@ class CausalBatchNorm(nn.Module):
         self.bias = nn.Parameter(torch.zeros(num_features))
         self.register_buffer("running_mean", torch.zeros(slots, num_features))
         self.register_buffer("running_var", torch.ones(slots, num_features))
-        self._affine: dict[int, tuple] = {}
+        self._affine: tuple | None = None
 
-    def affine(self, slot: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-        """(scale, shift) [C] with y = x * scale + shift: the map every token gets, for a
-        one-op step at inference. Cached until a parameter or statistic changes in place."""
+    def affine(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(scale, shift) [slots, C] with y = x * scale[slot] + shift[slot]: the map every
+        token gets, for a one-op step at inference. Cached until a parameter or statistic
+        changes in place or is replaced."""
         ts = (self.weight, self.bias, self.running_mean, self.running_var)
         key = tuple((t._version, t.data_ptr()) for t in ts)
-        if slot not in self._affine or self._affine[slot][0] != key:
+        if self._affine is None or self._affine[0] != key:
             with torch.no_grad():
-                scale = self.weight * torch.rsqrt(self.running_var[slot] + self.eps)
-                shift = self.bias - self.running_mean[slot] * scale
-            self._affine[slot] = (key, (scale, shift))
-        return self._affine[slot][1]
+                scale = self.weight * torch.rsqrt(self.running_var + self.eps)
+                shift = self.bias - self.running_mean * scale
+            self._affine = (key, (scale, shift))
+        return self._affine[1]
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None,
                 slot: int = 0) -> torch.Tensor:

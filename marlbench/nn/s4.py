@@ -50,7 +50,7 @@ functions of the state x_t, exact in both views. MADS4 uses one such readout as 
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import numpy as np
 import torch
@@ -85,6 +85,16 @@ def hippo_legs_nplr(N: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 def _cplx(x: torch.Tensor) -> torch.Tensor:
     return torch.view_as_complex(x)
+
+
+class StepMatrices(NamedTuple):
+    """Coefficients of the O(N) recurrent step (`SSMKernel.step_params` has the algebra)."""
+
+    alpha: torch.Tensor  # [H, N/2] complex: the diagonal
+    alpha_r: torch.Tensor  # [H, N/2, 2]: the same as (Re, Im) pairs, for compiled graphs
+    S: torch.Tensor | None  # [H, 2, N]: rows P, P ᾱ of the rank-1 reads (None: S4D)
+    V: torch.Tensor  # [H, 3, N]: rows v1, v3, vu of the update (S4D: [H, 1, N], γ)
+    C: torch.Tensor  # [H, c, N]: readouts y = C x_t
 
 
 class SSMKernel(nn.Module):
@@ -224,8 +234,7 @@ class SSMKernel(nn.Module):
         return A_r.float(), B_r.float(), C_r.float()
 
     @torch.no_grad()
-    def step_params(self) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor,
-                                   torch.Tensor]:
+    def step_params(self) -> StepMatrices:
         """Coefficients of the O(N) step on the half state x [.., N/2] (complex).
 
         Bilinear step for A = Λ - p p* (p = [P; P̄] over both halves), through Woodbury:
@@ -247,7 +256,8 @@ class SSMKernel(nn.Module):
         Returned in float32, "real-interleaved" coordinates (a complex vector z [.., N/2] is
         the real [.., N] = view_as_real(z).flatten(-2)):
         (α [H, N/2] complex, S [H, 2, N] rows (P, P ᾱ) giving (s1, s3) = S x_r, or None (S4D),
-        V [H, 3, N] rows (v1, v3, vu) (S4D: [H, 1, N] row γ), C_r [H, c, N] with y = C_r x_r).
+        V [H, 3, N] rows (v1, v3, vu) (S4D: [H, 1, N] row γ), C_r [H, c, N] with y = C_r x_r),
+        as a `StepMatrices`.
         """
         dt = torch.exp(self.log_dt.double())[:, None]  # [H, 1]
         lam = self._lambda().to(torch.complex128)
@@ -274,8 +284,19 @@ class SSMKernel(nn.Module):
             S = None
         # y = 2 Re(c x) = Σ 2 Re c Re x - 2 Im c Im x
         C_r = r(2 * c.conj()).transpose(0, 1)  # [H, channels, N]
-        return (alpha.to(torch.complex64), S, V.float().contiguous(),
-                C_r.float().contiguous())
+        alpha = alpha.to(torch.complex64)
+        return StepMatrices(alpha, torch.view_as_real(alpha).contiguous(), S,
+                            V.float().contiguous(), C_r.float().contiguous())
+
+
+def _rotate(x: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
+    """x [..., N/2, 2] (Re, Im of each mode) times α: complex [..., N/2] in eager mode (one
+    complex multiply, fewest dispatches), or its (Re, Im) pairs [..., N/2, 2] in compiled
+    graphs (Inductor generates no complex code; real arithmetic fuses into the loop)."""
+    if alpha.is_complex():
+        return torch.view_as_real(torch.view_as_complex(x) * alpha)
+    re, im, ar, ai = x[..., 0], x[..., 1], alpha[..., 0], alpha[..., 1]
+    return torch.stack([re * ar - im * ai, re * ai + im * ar], -1)
 
 
 class S4Layer(nn.Module):
@@ -315,8 +336,7 @@ class S4Layer(nn.Module):
 
     # -- recurrent view ------------------------------------------------------------------------
 
-    def step_matrices(self) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor,
-                                     torch.Tensor]:
+    def step_matrices(self) -> StepMatrices:
         """Cached `SSMKernel.step_params()`; recomputed whenever a kernel parameter changed in
         place or was replaced (the key is each parameter's version counter and storage
         address: no host sync, any device)."""
@@ -330,21 +350,26 @@ class S4Layer(nn.Module):
         conjugate pair) as interleaved (Re, Im)."""
         return torch.zeros(self.kernel.H, batch, self.kernel.N, device=self.D.device)
 
-    def step(self, u: torch.Tensor, state: torch.Tensor
+    def step(self, u: torch.Tensor, state: torch.Tensor, mats: tuple | None = None
              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """One O(N) step: u [B, H], state [H, B, N] -> (y [B, H], extras [c-1, B, H], state).
+        `mats`: `step_matrices()`, fetched by the caller (a compiled step takes them as
+        inputs; their cache check is host-side work).
 
         x_t = α x_{t-1} + [s1, s3, u_t] V (diagonal plus rank 1, see `SSMKernel.step_params`),
         y_t = 2 Re(c x_t) (+ D u_t for readout 0). Batch < 4: broadcast products and short
         sums (fewest dispatches). Larger batches: per-channel batched matmuls, and the state
-        is updated in place when no gradient is recorded (no large temporaries per step).
+        updated in place when no gradient is recorded and no graph is being compiled (no
+        large temporaries per step).
         """
-        alpha, S, V, C_r = self.step_matrices()
+        m = self.step_matrices() if mats is None else mats
+        alpha, S, V, C_r = m.alpha, m.S, m.V, m.C
         H, B, N = state.shape
+        compiling = torch.compiler.is_compiling()
+        a = m.alpha_r if compiling else alpha
         if B < 4:
             x = state.transpose(0, 1)  # [B, H, N]; the same memory at batch 1
-            rot = torch.view_as_real(torch.view_as_complex(x.reshape(B, H, N // 2, 2))
-                                     * alpha).view(B, H, N)
+            rot = _rotate(x.reshape(B, H, N // 2, 2), a).view(B, H, N)
             if S is None:  # S4D: diagonal only
                 x = torch.addcmul(rot, u[..., None], V[:, 0])
             else:
@@ -355,12 +380,11 @@ class S4Layer(nn.Module):
                     x.transpose(0, 1))
         ut = u.t()[:, :, None]  # [H, B, 1]
         coef = ut if S is None else torch.cat([torch.bmm(state, S.transpose(1, 2)), ut], -1)
-        if torch.is_grad_enabled() and (state.requires_grad or u.requires_grad
-                                        or alpha.requires_grad):
-            state = torch.baddbmm(torch.view_as_real(
-                torch.view_as_complex(state.view(H, B, N // 2, 2)) * alpha[:, None]
-            ).view(H, B, N), coef, V)
-        else:
+        if compiling or (torch.is_grad_enabled() and (state.requires_grad or u.requires_grad
+                                                      or alpha.requires_grad)):
+            rot = _rotate(state.view(H, B, N // 2, 2), a[:, None])
+            state = torch.baddbmm(rot.view(H, B, N), coef, V)
+        else:  # in place: no large temporaries per step
             torch.view_as_complex(state.view(H, B, N // 2, 2)).mul_(alpha[:, None])
             state.baddbmm_(coef, V)
         out = torch.bmm(state, C_r.transpose(1, 2)).permute(2, 1, 0)  # [c, B, H]
@@ -406,15 +430,20 @@ class S4Block(nn.Module):
         y, extra = self.s4(self._norm(x, mask, slot), k, kf)
         return x + self.drop(torch.nn.functional.gelu(self.mix(y))), extra
 
-    def step(self, x: torch.Tensor, state: torch.Tensor, slot: int = 0
-             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def step_params(self) -> tuple:
+        """The cached constants of `step`: (BatchNorm's (scale, shift) [slots, H] or None,
+        `S4Layer.step_matrices()`). Fetched outside a compiled step: their cache checks read
+        version counters, host-side work a graph cannot hold."""
+        return (self.norm.affine() if self.batch_norm else None, self.s4.step_matrices())
+
+    def step(self, x: torch.Tensor, state: torch.Tensor, slot: int = 0,
+             params: tuple | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """x [B, H] one step -> (x' [B, H], extras [c-1, B, H], state). Normalisation by the
-        running statistics (never updated here), as at inference."""
-        if self.batch_norm:
-            scale, shift = self.norm.affine(slot)
-            u = torch.addcmul(shift, x, scale)
-        else:
-            u = self.norm(x)
-        y, extra, state = self.s4.step(u, state)
+        running statistics of `slot` (never updated here), as at inference; `params` is
+        `step_params()`, fetched here when not given."""
+        affine, mats = self.step_params() if params is None else params
+        u = (torch.addcmul(affine[1][slot], x, affine[0][slot]) if self.batch_norm
+             else self.norm(x))
+        y, extra, state = self.s4.step(u, state, mats)
         h = F.gelu(F.linear(y, self.mix.weight, self.mix.bias))
         return x + (self.drop(h) if self.training else h), extra, state
