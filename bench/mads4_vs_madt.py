@@ -88,8 +88,8 @@ def write_landed_modules(folder: Path) -> None:
         show("marlbench/nn/s4.py").replace("from marlbench.nn.common import",
                                            "from landed_common import"))
     (folder / "landed_mads4.py").write_text(
-        show("algorithms/mads4.py").replace("from marlbench.nn.s4 import",
-                                            "from landed_s4 import"))
+        show("algorithms/mads4.py").replace("from marlbench.nn.s4 import", "from landed_s4 import")
+        .replace("from marlbench.nn import", "from landed_common import"))
 
 
 def _status_kb(field: str) -> int:

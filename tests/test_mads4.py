@@ -248,7 +248,9 @@ def test_token_is_the_concatenated_projection_of_fig_1b():
     net.obs_norm.mean.normal_()
     net.state_norm.std.uniform_(0.5, 2.0)
     rtg, state, obs = torch.randn(2, 7), torch.randn(2, 7, 4), torch.randn(2, 7, 3, 5)
-    prev, msg = torch.randn(2, 7, 3, 4), torch.randn(2, 7, net.msg_in)
+    # one-hot previous actions, all zeros at t = 0 (looked up from a table of A + 1 rows)
+    prev = previous_actions(torch.randint(0, 4, (2, 7, 3)), 4)
+    msg = torch.randn(2, 7, net.msg_in)
     pre = net.agent_tokens(rtg, state, obs, prev)
     for i in range(3):
         parts = [net.enc_rtg(rtg[..., None]), net.enc_obs(net.obs_norm(obs[:, :, i])),
