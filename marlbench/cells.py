@@ -3,7 +3,9 @@ worker and what comes back.
 
 A cell runs under an exclusive per-cell lock (the same one `marlbench run` takes), skips itself
 if it is already complete (another sweep finished it), clears staging folders of killed runs, and
-turns any error into a "failed" outcome so the grid goes on.
+turns any error into a "failed" outcome so the grid goes on. A cell whose lock another process
+holds comes back "busy" at once (unless its task says to wait): two sweeps over one results
+folder then share the grid instead of queueing behind each other's cells.
 """
 
 from __future__ import annotations
@@ -15,13 +17,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from marlbench.errors import MarlbenchError
+from marlbench.errors import BusyError, MarlbenchError
 from marlbench.fsutil import path_lock, remove_dead_staging
 from marlbench.plugins import Registry
 from marlbench.progress import Reporter
 from marlbench.runner import ONLINE, RunOptions, RunRequest, cell_dir, is_complete, run
 
-Status = Literal["done", "skipped", "failed"]
+Status = Literal["done", "skipped", "failed", "busy"]
 _TRACEBACK_CHARS = 4000  # tail kept in error records; enough for the failing frames
 
 
@@ -42,6 +44,7 @@ class CellTask:
 
     cell: Cell
     options: RunOptions
+    wait_if_busy: bool = False  # False: a cell another process is running comes back "busy"
 
     @property
     def path(self) -> Path:
@@ -65,12 +68,12 @@ def error_record_path(path: Path) -> Path:
 
 
 def execute_cell(task: CellTask, reg: Registry | None = None) -> CellOutcome:
-    """Run one cell unless it is already complete. Errors, I/O errors included, become a
-    'failed' outcome."""
+    """Run one cell unless it is already complete, or "busy" when another process holds it
+    (and the task does not wait). Errors, I/O errors included, become a 'failed' outcome."""
     t0 = time.perf_counter()
     cell, path = task.cell, task.path
     try:
-        with path_lock(path, wait=True):
+        with path_lock(path, wait=task.wait_if_busy):
             if is_complete(path):  # completed meanwhile, e.g. by another sweep
                 return CellOutcome(cell, "skipped")
             remove_dead_staging(path)
@@ -78,6 +81,8 @@ def execute_cell(task: CellTask, reg: Registry | None = None) -> CellOutcome:
             req = RunRequest.of(task.options, algo=cell.algo, env=cell.env, dataset=dataset,
                                 seed=cell.seed)
             summary = run(req, Reporter(), reg, lock=False)
+    except BusyError as exc:
+        return CellOutcome(cell, "busy", time.perf_counter() - t0, error=str(exc))
     except Exception as exc:  # noqa: BLE001 - one failing cell must not stop the grid
         error = str(exc) if isinstance(exc, MarlbenchError) else f"{type(exc).__name__}: {exc}"
         return CellOutcome(cell, "failed", time.perf_counter() - t0, error=error,

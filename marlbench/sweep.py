@@ -10,6 +10,7 @@ be (``seed-<k>.error.json``) and the other cells go on. Cells are handed to an `
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import time
 from collections.abc import Sequence
@@ -132,7 +133,11 @@ def sweep(tasks: Sequence[CellTask], executor: Executor,
     outcomes = [CellOutcome(t.cell, "skipped") for t in tasks if t.cell in complete]
     by_cell = {t.cell: t for t in pending}
     with reporter.task(f"sweep ({len(pending)} cells)", total=len(pending)) as progress:
-        for outcome in executor.run(pending):
+        busy = []
+        for outcome in _busy_last(executor, pending, busy):
+            if outcome.status == "busy":  # another sweep runs it: come back to it at the end
+                busy.append(by_cell[outcome.cell])
+                continue
             outcomes.append(outcome)
             if outcome.status == "failed":
                 reporter.warn(f"{outcome.cell} failed: {outcome.error}")
@@ -145,6 +150,15 @@ def sweep(tasks: Sequence[CellTask], executor: Executor,
                               f"({outcome.seconds:.0f} s)")
             progress.advance()
     return SweepSummary(outcomes, time.perf_counter() - t0, len(complete))
+
+
+def _busy_last(executor: Executor, pending: Sequence[CellTask], busy: list[CellTask]):
+    """Outcomes of `pending`, then of the cells that came back busy (filled in by the caller
+    as they arrive), run again waiting for their lock: by then the other sweep has usually
+    finished them and they are skipped, or its run failed and this sweep runs them."""
+    yield from executor.run(pending)
+    if busy:
+        yield from executor.run([dataclasses.replace(t, wait_if_busy=True) for t in busy])
 
 
 def _record_failure(task: CellTask, outcome: CellOutcome) -> None:

@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import types
 
@@ -22,6 +23,7 @@ from marlbench.api import AlgorithmSpec, hookimpl
 from marlbench.cli import main
 from marlbench.errors import MarlbenchError, UnknownNameError
 from marlbench.executors import InlineExecutor, LocalProcessExecutor, threads_per_job
+from marlbench.fsutil import lock_path, path_lock
 from marlbench.plugins import build_registry
 from marlbench.runner import RunOptions, cell_dir, is_complete
 from marlbench.sweep import parse_seeds, plan, sweep
@@ -168,3 +170,40 @@ def test_io_failures_are_recorded_per_cell_and_the_summary_still_prints(tmp_path
     assert f"cannot write the error record {algo_dir / 'seed-0.error.json'}" in res.stderr
     assert res.stderr.splitlines()[-1].startswith("error: 1 of 2 cells failed")
     assert is_complete(algo_dir / "seed-1") and not is_complete(algo_dir / "seed-0")
+
+
+def test_a_cell_busy_in_another_sweep_is_deferred_not_waited_for(reg, tmp_path, tiny_expert):
+    """Two sweeps over one results folder share the grid: a cell whose lock another process
+    holds is left for the end (the other cells run first), then waited for and run if the
+    holder did not complete it."""
+    opts = RunOptions(steps=5, eval_episodes=1, eval_parallel=1, results_root=tmp_path / "r",
+                      log_every=5)
+    tasks = plan(reg, ["bc"], [ENV], [DATA], [0, 1], opts)
+    held = tasks[0].path
+    release = threading.Event()
+
+    def hold():  # another sweep's worker on seed 0: holds the cell's lock, then dies
+        with path_lock(held, wait=False):
+            release.wait(60)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    _wait_for(lambda: lock_path(held).exists() and lock_path(held).read_text().strip(),
+              what="the held lock")
+    order = []
+    executor = InlineExecutor(reg)
+    run_cells = executor.run
+
+    def recording(cells):
+        for outcome in run_cells(cells):
+            order.append((outcome.cell.seed, outcome.status))
+            if outcome.status == "done":
+                release.set()  # the other sweep's worker goes away after seed 1 is done
+            yield outcome
+
+    executor.run = recording
+    summary = sweep(tasks, executor)
+    holder.join()
+    assert order == [(0, "busy"), (1, "done"), (0, "done")]
+    assert summary.count("done") == 2 and summary.count("busy") == 0
+    assert is_complete(tasks[0].path) and is_complete(tasks[1].path)
