@@ -19,7 +19,6 @@ import torch
 
 from marlbench.algorithms.madt import MADTPolicy
 from marlbench.evaluation import evaluate
-from marlbench.nn import select_actions
 from marlbench.runner import load_run
 
 
@@ -40,8 +39,7 @@ class RecomputePolicy(MADTPolicy):
         window = self.history[-self.net.cfg.context:]
         rtgs, xs, actions, times = (torch.stack(col, 1) for col in zip(*window))
         logits = self.net(rtgs, xs, actions, times)[:, -1].reshape(B, n, -1)
-        chosen = select_actions(logits, torch.as_tensor(avail, device=self.device),
-                                self.greedy, self.gen)
+        chosen = self.choose(logits, torch.as_tensor(avail, device=self.device))
         self.history[-1] = (rtg, x, chosen.reshape(B * n), self.history[-1][3])
         self.t += 1
         return chosen.cpu().numpy()
