@@ -324,8 +324,14 @@ class MADS4Net(nn.Module):
             return logits, acts, carry
         # Compiled below batch 4, where dispatch dominates; batched steps are compute-bound
         # and faster eagerly (in-place state updates; measured in bench/mads4_vs_madt.py).
-        run = self._compiled if self._compiled and rtg.shape[0] < 4 else self.timestep
-        logits, _, carry["features"], carry["messages"], carry["ssm"] = run(*args)
+        if self._compiled and rtg.shape[0] < 4:
+            # Standard strides, whatever the caller's arrays were views of: the graph is
+            # specialised to its inputs' strides and would recompile for another layout.
+            fresh = [x.clone(memory_format=torch.contiguous_format) for x in args[:4]]
+            outs = self._compiled(*fresh, *args[4:])
+        else:
+            outs = self.timestep(*args)
+        logits, _, carry["features"], carry["messages"], carry["ssm"] = outs
         acts = None
         if choose is not None:  # no message depends on a draw: choose after all agents ran
             chosen = {agent: choose(agent, logits[:, agent]) for agent in order}

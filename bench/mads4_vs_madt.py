@@ -196,7 +196,8 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--models",
-                    default="mads4,mads4-landed,madt,madt-k20,dt-baseline,dt-baseline-k20")
+                    default="mads4,mads4-compiled,mads4-landed,madt,madt-k20,dt-baseline,"
+                    "dt-baseline-k20")
     ap.add_argument("--no-params", action="store_true",
                     help="skip the parameter count of every algorithm")
     args = ap.parse_args()

@@ -349,8 +349,13 @@ class S4Layer(nn.Module):
 
     def initial_state(self, batch: int) -> torch.Tensor:
         """Zero state [H, batch, N]: the N/2 complex modes of each channel (one of each
-        conjugate pair) as interleaved (Re, Im)."""
-        return torch.zeros(self.kernel.H, batch, self.kernel.N, device=self.D.device)
+        conjugate pair) as interleaved (Re, Im). Below batch 4 it is laid out as `step` returns
+        it there (a transposed [batch, H, N]), so every step sees the same strides (a compiled
+        step would otherwise compile twice)."""
+        H, N, dev = self.kernel.H, self.kernel.N, self.D.device
+        if batch < 4:
+            return torch.zeros(batch, H, N, device=dev).transpose(0, 1)
+        return torch.zeros(H, batch, N, device=dev)
 
     def step(self, u: torch.Tensor, state: torch.Tensor, mats: tuple | None = None
              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
