@@ -4,6 +4,10 @@ win rates).
 
     python bench/smax_behaviours.py --map 3m --updates 150
     python bench/smax_behaviours.py --map 5m_vs_6m --updates 3000 --set epochs=10 --set clip=0.05
+    python bench/smax_behaviours.py --map 6h_vs_8z --updates 610 --set n_envs=128 \
+        --set rollout=128 --set epochs=4 --set minibatches=4 --set lr=0.004 --set clip=0.05 \
+        --set max_grad_norm=0.25     # JaxMARL's SMAX MAPPO settings: 10M steps, ~45 min
+    python bench/smax_behaviours.py --plot environments/smax/behaviours/6h_vs_8z/training.json
 
 Every `--eval-every` updates the current actor is evaluated on `--eval-episodes` episodes
 (sampled actions, as datasets are collected) and kept. At the end:
@@ -13,7 +17,8 @@ Every `--eval-every` updates the current actor is evaluated on `--eval-episodes`
 If the run never won an evaluation episode, snapshots are ranked by evaluated return instead,
 and the targets are MEDIUM / POOR of the way from the lowest earlier return to good's.
 The three are written to environments/smax/behaviours/<map>/<quality>.safetensors, with the
-whole curve in training.json next to them (`--out` elsewhere, `--dry-run` to write nothing).
+whole curve in training.json next to them and drawn in training.png (`--out` elsewhere,
+`--dry-run` to write nothing; `--plot FILE` redraws a curve from its training.json).
 Run it niced with one thread: `nice -n 10 python bench/smax_behaviours.py ... --threads 1`.
 """
 
@@ -53,10 +58,43 @@ def pick(snapshots: list[dict]) -> tuple[str, dict[str, dict]]:
     return measure, chosen
 
 
+def plot_curve(training_json: Path) -> Path:
+    """training.png next to `training_json`: evaluated win rate and return against env steps,
+    the chosen snapshots marked."""
+    import json
+
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    run = json.loads(training_json.read_text())
+    curve = run["curve"]
+    steps = [s["env_steps"] / 1e6 for s in curve]
+    fig, (win, ret) = plt.subplots(1, 2, figsize=(10, 3.5))
+    win.plot(steps, [s["eval_win_rate"] for s in curve])
+    ret.plot(steps, [s["eval_return"] for s in curve])
+    for quality, update in run["chosen"].items():
+        s = next(s for s in curve if s["update"] == update)
+        for ax, key in ((win, "eval_win_rate"), (ret, "eval_return")):
+            ax.plot(s["env_steps"] / 1e6, s[key], "o")
+            ax.annotate(quality, (s["env_steps"] / 1e6, s[key]), textcoords="offset points",
+                        xytext=(4, -10))
+    win.set(xlabel="env steps (millions)", ylabel="evaluated win rate", ylim=(-0.05, 1.05))
+    ret.set(xlabel="env steps (millions)", ylabel="evaluated return")
+    fig.suptitle(f"MAPPO on {run['env']} (seed {run['seed']})")
+    fig.tight_layout()
+    out = training_json.with_suffix(".png")
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--map", required=True)
-    ap.add_argument("--updates", type=int, required=True)
+    ap.add_argument("--plot", type=Path, default=None,
+                    help="only redraw training.png from this training.json")
+    ap.add_argument("--map")
+    ap.add_argument("--updates", type=int)
     ap.add_argument("--minutes", type=float, default=None,
                     help="stop early after this much wall time (the files record the updates)")
     ap.add_argument("--eval-every", type=int, default=10)
@@ -67,6 +105,11 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--dry-run", action="store_true")
     args = ap.parse_args()
+    if args.plot:
+        print(f"wrote {plot_curve(args.plot)}")
+        return
+    if not args.map or not args.updates:
+        ap.error("--map and --updates are required (or --plot FILE)")
 
     torch.set_num_threads(args.threads)
     seed_everything(args.seed)
@@ -123,7 +166,8 @@ def main() -> None:
         **common, "measure": measure, "targets": {"medium": MEDIUM, "poor": POOR},
         "chosen": {q: s["update"] for q, s in chosen.items()},
         "curve": [{k: v for k, v in s.items() if k != "actor"} for s in snapshots]})
-    print(f"wrote {', '.join(chosen)} to {out}")
+    plot_curve(out / "training.json")
+    print(f"wrote {', '.join(chosen)} and the training curve to {out}")
 
 
 if __name__ == "__main__":
