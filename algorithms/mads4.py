@@ -297,8 +297,10 @@ class MADS4Net(nn.Module):
         """Run `step` as one compiled graph per timestep (marlbench.nn.fused: pays for long
         rollouts; compiling costs seconds per input shape). Not for the `share_action`
         extension, whose successors wait on each agent's draw."""
-        self._compiled = CompiledStep(self.timestep, "MADS4 step") if (
-            enabled and not self.sends_action) else None
+        if not enabled or self.sends_action:
+            self._compiled = None
+        elif self._compiled is None:  # one per network: its graphs are reused by each policy
+            self._compiled = CompiledStep(self.timestep, "MADS4 step")
 
     def step(self, rtg: torch.Tensor, state: torch.Tensor, obs: torch.Tensor,
              prev_action: torch.Tensor, carry: dict, order: list[int] | None = None,
