@@ -820,7 +820,9 @@ def _print_reproduce_plan(reg, spec, planned, options, jobs) -> None:
                 seed = int(task.target.name.split("-")[1])
                 steps, episodes = rp.finetune_steps(reg, part), options.eval_episodes
             n_agents = reg.environment(env).info.n_agents
-            seconds, basis = rp.estimate(folder, env, n_agents, steps, episodes, measured)
+            variant_of = task.cell.algo if part.stage == "offline" and part.label else None
+            seconds, basis = rp.estimate(folder, env, n_agents, steps, episodes, measured,
+                                         variant_of)
             if not done:
                 to_run += 1
                 if seconds is None:

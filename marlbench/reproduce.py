@@ -258,9 +258,14 @@ def measured_run(summary: dict[str, Any]) -> Measured:
 
 
 def estimate(folder: str, env: str, n_agents: int, steps: int, eval_episodes: int,
-             measured: dict[str, list[Measured]]) -> tuple[float | None, str]:
-    """(seconds, basis) of one cell; None when nothing of this algorithm was measured."""
-    runs = measured.get(folder, [])
+             measured: dict[str, list[Measured]], algo: str | None = None
+             ) -> tuple[float | None, str]:
+    """(seconds, basis) of one cell; None when nothing of this algorithm was measured. A
+    labelled variant (`folder` != `algo`) with no runs of its own is costed as its algorithm
+    (its options may change the cost: the basis says so)."""
+    runs, like = measured.get(folder, []), ""
+    if not runs and algo and algo != folder and measured.get(algo):
+        runs, like = measured[algo], f" (as {algo})"
     same = [m for m in runs if m.env == env]
     use, scale, basis = (same, 1.0, "measured") if same else (runs, None, "scaled")
     if not use:
@@ -270,7 +275,7 @@ def estimate(folder: str, env: str, n_agents: int, steps: int, eval_episodes: in
     if scale is None:
         scale = n_agents / statistics.median(m.n_agents for m in use)
         basis = f"scaled from {use[0].env}"
-    return scale * (per_step * steps + per_episode * eval_episodes), basis
+    return scale * (per_step * steps + per_episode * eval_episodes), basis + like
 
 
 def cell_steps(reg, task) -> int:

@@ -114,6 +114,10 @@ def test_estimates_scale_by_steps_and_agents():
     seconds, basis = rp.estimate("bc", "b", 4, 1000, 10, m)
     assert seconds == pytest.approx(40.0) and basis == "scaled from a"
     assert rp.estimate("icq", "a", 2, 1000, 10, m) == (None, "no measurement")
+    # a labelled variant with no runs of its own is priced as its algorithm, and says so
+    assert rp.estimate("bc-wide", "a", 2, 1000, 10, m, "bc") == (pytest.approx(20.0),
+                                                                 "measured (as bc)")
+    assert rp.estimate("bc-wide", "a", 2, 1000, 10, m) == (None, "no measurement")
 
 
 def _runs(task, algo, scores):
