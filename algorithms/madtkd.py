@@ -22,7 +22,9 @@ With the trained teacher fixed (no gradient reaches it), the students minimise
              + α τ² KL( softmax(z_T/τ) || softmax(z_S/τ) )                    (action KD)
              + β mean_{i<j} Huber( cos(g_t^i, g_t^j) - cos(h_t^i, h_t^j) )  (relational KD)
 
-averaged over agents and valid steps, every softmax over the available actions only. The
+averaged over agents and valid steps, every softmax over the available actions only; an
+agent's steps with a single available action (a dead agent's forced no-op) carry no choice and
+are left out of the cross-entropies, the action KD and the accuracy (`choice_mask`). The
 relational term matches, step by step, how similar agents' features are to one another: the
 structure the teacher learned from seeing all agents, which no single student can see.
 
@@ -57,7 +59,9 @@ from marlbench.nn import (
     ActionSampler,
     FixedNormalizer,
     agent_inputs,
+    choice_mask,
     mask_logits,
+    masked_mean,
     optimizer_step,
     target_return,
 )
@@ -264,17 +268,24 @@ def pair_cosines(x: torch.Tensor) -> torch.Tensor:
 def distillation_losses(z_s: torch.Tensor, g_s: torch.Tensor, z_t: torch.Tensor,
                         h_t: torch.Tensor, avail: torch.Tensor, valid: torch.Tensor,
                         temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """Action KD τ² KL(p_T || p_S) over available actions and relational KD (Huber between
-    pair cosines), averaged over valid steps: z [B, T, n, A], g/h [B, T, n, d], avail
-    [B, T, n, A], valid [B, T]."""
+    """Action KD τ² KL(p_T || p_S) over available actions, averaged over the agent steps
+    with a choice, and relational KD (Huber between pair cosines), averaged over valid steps:
+    z [B, T, n, A], g/h [B, T, n, d], avail [B, T, n, A], valid [B, T]."""
     log_p_s = F.log_softmax(mask_logits(z_s, avail) / temperature, -1)
     log_p_t = F.log_softmax(mask_logits(z_t, avail) / temperature, -1)
     kl = F.kl_div(log_p_s, log_p_t, log_target=True, reduction="none").sum(-1)  # [B, T, n]
-    kd = temperature ** 2 * kl[valid].mean()
+    kd = temperature ** 2 * masked_mean(kl, valid[..., None] & choice_mask(avail))
     if g_s.shape[-2] < 2:  # one agent has no relations
         return kd, z_s.new_zeros(())
     rel = F.huber_loss(pair_cosines(g_s), pair_cosines(h_t), reduction="none")  # [B, T, P]
     return kd, rel[valid].mean()
+
+
+def _choice_ce(logits: torch.Tensor, actions: torch.Tensor, choice: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of logits [B, T, n, A] (masked) on actions [B, T, n], averaged over the
+    agent steps in `choice` [B, T, n]."""
+    ce = F.cross_entropy(logits.flatten(0, -2), actions.flatten(), reduction="none")
+    return masked_mean(ce, choice.flatten())
 
 
 class MADTKD(Algorithm):
@@ -316,11 +327,12 @@ class MADTKD(Algorithm):
         cfg = self.config
         zero = torch.zeros((), device=self.device)
         teacher_phase = self.updates < cfg.teacher_steps
+        choice = valid[..., None] & choice_mask(avail)  # [B, T, n]: decisions, not no-ops
         if teacher_phase:
             self.net.teacher.train()
             logits, _ = self.net.teacher(rtg, obs, actions, timesteps)
             logits = mask_logits(logits, avail)
-            ce = F.cross_entropy(logits[valid].flatten(0, -2), actions[valid].flatten())
+            ce = _choice_ce(logits, actions, choice)
             loss, kd, rel, opt, params = ce, zero, zero, self.teacher_opt, self.net.teacher
         else:
             self.net.teacher.eval()
@@ -329,14 +341,14 @@ class MADTKD(Algorithm):
             self.net.students.train()
             z_s, g_s = self.net.student_forward(rtg, obs, actions, timesteps)
             logits = mask_logits(z_s, avail)
-            ce = F.cross_entropy(logits[valid].flatten(0, -2), actions[valid].flatten())
+            ce = _choice_ce(logits, actions, choice)
             kd, rel = distillation_losses(z_s, g_s, z_t, h_t, avail, valid, cfg.temperature)
             loss = ce + cfg.alpha * kd + cfg.beta * rel
             opt, params = self.student_opt, self.net.students
         grad = optimizer_step(opt, loss, params.parameters(), cfg.grad_clip)
         opt.zero_grad(set_to_none=True)  # the fixed teacher keeps no stale gradients
         self.updates += 1
-        acc = (logits[valid].argmax(-1) == actions[valid]).float().mean()
+        acc = masked_mean((logits.argmax(-1) == actions).float(), choice)
         return {"loss": loss.item(), "accuracy": acc.item(), "ce": ce.item(),
                 "kd": kd.item(), "relation": rel.item(), "grad_norm": grad.item(),
                 "student_phase": float(not teacher_phase)}

@@ -12,6 +12,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+import marlbench.algorithms.madtkd as madtkd_module
 from marlbench import checkpoint
 from marlbench.algorithms.madtkd import MADTKD, MADTKDConfig, distillation_losses
 from marlbench.cli import main
@@ -248,3 +249,32 @@ def test_bad_options_are_one_line_errors():
                   "teacher_steps=10000", "--quiet")
     assert res.exit_code == 1 and "teacher_steps must be in [0, steps)" in res.output
     assert "Traceback" not in res.output
+
+
+def test_forced_steps_do_not_enter_the_cross_entropy_or_the_action_kd():
+    """A dead agent's forced no-op (one available action) is no decision: its zero losses
+    would only dilute the means."""
+    torch.manual_seed(0)
+    B, T, n, A, d = 2, 4, 2, 5, 3
+    z_s, z_t = torch.randn(B, T, n, A), torch.randn(B, T, n, A)
+    g, h = torch.randn(B, T, n, d), torch.randn(B, T, n, d)
+    avail = torch.ones(B, T, n, A, dtype=torch.bool)
+    avail[:, 2:, 1] = False
+    avail[:, 2:, 1, 0] = True  # agent 1 is dead from t = 2: only the no-op is left
+    actions = torch.randint(0, A, (B, T, n))
+    actions[:, 2:, 1] = 0
+    valid = torch.ones(B, T, dtype=torch.bool)
+    live = ~(torch.arange(T)[None, :, None] >= 2) | (torch.arange(n) == 0)
+    live = live.expand(B, T, n)
+    logits = mask_logits(z_s, avail)
+    expected = torch.nn.functional.cross_entropy(logits[live], actions[live])
+    assert madtkd_module._choice_ce(logits, actions, valid[..., None] & live) == pytest.approx(
+        expected.item())
+    with_forced = torch.nn.functional.cross_entropy(logits[valid].flatten(0, -2),
+                                                    actions[valid].flatten())
+    assert expected > with_forced  # the forced zeros would have shrunk it
+    kd, _ = distillation_losses(z_s, g, z_t, h, avail, valid, 2.0)
+    log_s = torch.log_softmax(mask_logits(z_s, avail) / 2.0, -1)
+    log_t = torch.log_softmax(mask_logits(z_t, avail) / 2.0, -1)
+    kl = (log_t.exp() * (log_t - log_s)).sum(-1)
+    assert kd.item() == pytest.approx(4.0 * kl[live].mean().item(), rel=1e-5)
