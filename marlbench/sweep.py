@@ -132,33 +132,33 @@ def sweep(tasks: Sequence[CellTask], executor: Executor,
                       "skipping them")
     outcomes = [CellOutcome(t.cell, "skipped") for t in tasks if t.cell in complete]
     by_cell = {t.cell: t for t in pending}
+    busy: list[CellTask] = []
+
+    def record(outcome: CellOutcome) -> None:
+        if outcome.status == "busy":  # another sweep runs it: come back to it at the end
+            busy.append(by_cell[outcome.cell])
+            return
+        outcomes.append(outcome)
+        if outcome.status == "failed":
+            reporter.warn(f"{outcome.cell} failed: {outcome.error}")
+            try:
+                _record_failure(by_cell[outcome.cell], outcome)
+            except MarlbenchError as exc:  # e.g. the results folder is not writable
+                reporter.warn(str(exc))
+        elif outcome.status == "done":
+            reporter.info(f"{outcome.cell}: return {outcome.return_mean:.2f} "
+                          f"({outcome.seconds:.0f} s)")
+        progress.advance()
+
     with reporter.task(f"sweep ({len(pending)} cells)", total=len(pending)) as progress:
-        busy = []
-        for outcome in _busy_last(executor, pending, busy):
-            if outcome.status == "busy":  # another sweep runs it: come back to it at the end
-                busy.append(by_cell[outcome.cell])
-                continue
-            outcomes.append(outcome)
-            if outcome.status == "failed":
-                reporter.warn(f"{outcome.cell} failed: {outcome.error}")
-                try:
-                    _record_failure(by_cell[outcome.cell], outcome)
-                except MarlbenchError as exc:  # e.g. the results folder is not writable
-                    reporter.warn(str(exc))
-            elif outcome.status == "done":
-                reporter.info(f"{outcome.cell}: return {outcome.return_mean:.2f} "
-                              f"({outcome.seconds:.0f} s)")
-            progress.advance()
+        for outcome in executor.run(pending):
+            record(outcome)
+        # The busy cells again, now waiting for their lock: by then the other sweep has
+        # usually completed them (skipped here), or its run failed and this sweep runs them.
+        retry = [dataclasses.replace(t, wait_if_busy=True) for t in busy]
+        for outcome in executor.run(retry) if retry else ():
+            record(outcome)
     return SweepSummary(outcomes, time.perf_counter() - t0, len(complete))
-
-
-def _busy_last(executor: Executor, pending: Sequence[CellTask], busy: list[CellTask]):
-    """Outcomes of `pending`, then of the cells that came back busy (filled in by the caller
-    as they arrive), run again waiting for their lock: by then the other sweep has usually
-    finished them and they are skipped, or its run failed and this sweep runs them."""
-    yield from executor.run(pending)
-    if busy:
-        yield from executor.run([dataclasses.replace(t, wait_if_busy=True) for t in busy])
 
 
 def _record_failure(task: CellTask, outcome: CellOutcome) -> None:
