@@ -135,6 +135,7 @@ def _claim(preset: str, i: int, c: dict[str, Any], parts: list[Part]) -> Claim:
     if unknown or c.get("kind") not in KINDS or "text" not in c:
         raise ConfigError(f"{where} needs text and a kind in {KINDS} (unknown keys: {unknown})")
     tasks: tuple[str, ...] = ()
+    rivals: tuple[str, ...] = ()
     if c["kind"] != "untestable":
         by_name = {p.name: p for p in parts}
         part = by_name.get(c.get("part", ""))
@@ -146,8 +147,11 @@ def _claim(preset: str, i: int, c: dict[str, Any], parts: list[Part]) -> Claim:
             part = by_name[part.source]
         envs = c.get("envs", part.envs)
         tasks = tuple(f"{e}/{d}" for e in envs for d in (part.datasets or ("expert",)))
+        if not pairwise:  # best / not_worse: against the other algorithms of its table
+            rivals = tuple(a for a in (part.label,) if a) or part.algos
     return Claim(text=c["text"], paper=c.get("paper", ""), kind=c["kind"], algo=c.get("algo"),
-                 other=c.get("other"), tasks=tasks, reason=c.get("reason", ""))
+                 other=c.get("other"), tasks=tasks,
+                 rivals=tuple(a for a in rivals if a != c.get("algo")), reason=c.get("reason", ""))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -320,5 +324,4 @@ def report(presets: list[Preset], root: Path | None) -> str:
     except MarlbenchError:  # no completed runs yet: every claim is "not run"
         runs = []
     sections = [(p.name, [claims.judge(c, runs) for c in p.claims]) for p in presets]
-    commits = sorted({r.code_commit for r in runs if r.code_commit})
-    return claims.to_markdown(sections, base.name, commits)
+    return claims.to_markdown(sections, base.name)

@@ -53,6 +53,9 @@ def test_every_shipped_preset_names_real_algorithms_envs_and_options(reg, name):
                 build_config(spec.config_cls, spec.preset, options.overrides)  # valid --set
         for env in part.envs:
             reg.environment(env)
+    for claim in preset.claims:  # "best" is judged against the other algorithms of its table
+        if claim.kind in ("best", "not_worse"):
+            assert claim.rivals and claim.algo not in claim.rivals
     assert {"mads4-table1", "mads4-table2", "mads4-ablations", "mads4-finetune"} <= set(
         rp.available())
 
@@ -120,12 +123,12 @@ def test_estimates_scale_by_steps_and_agents():
     assert rp.estimate("bc-wide", "a", 2, 1000, 10, m) == (None, "no measurement")
 
 
-def _runs(task, algo, scores):
+def _runs(task, algo, scores, commit="abc"):
     from marlbench.compare.results import RunRecord
 
     env, dataset = task.split("/")
     return [RunRecord(env=env, dataset=dataset, algo=algo, seed=i, return_mean=float(s),
-                      episode_returns=(float(s),), train_steps=1, code_commit="abc",
+                      episode_returns=(float(s),), train_steps=1, code_commit=commit,
                       dataset_sha256=None, references={}, command="", path=None)
             for i, s in enumerate(scores)]
 
@@ -146,6 +149,35 @@ def test_claims_are_judged_by_per_task_tests_in_both_directions():
     assert not_worse.verdict == "reproduced"
     missing = judge(Claim("z best", "", "best", algo="z", tasks=(t1,)), runs)
     assert missing.verdict == "not run"
+
+
+def test_a_task_is_judged_on_one_clean_commit_against_the_tables_rivals():
+    from marlbench.compare.claims import Claim, judge
+
+    t = "e/a"
+    high, low = [10, 10.5, 11, 10.2], [5, 5.5, 6, 5.2]
+    runs = (_runs(t, "x", high, "new") + _runs(t, "y", low, "new")
+            + _runs(t, "z", [20, 21, 22], "new")  # not in the table: no rival
+            + _runs(t, "y", [30, 31, 32], "old")  # another commit: left out
+            + _runs(t, "y", [40, 41, 42], "new-dirty"))  # a modified tree: never used
+    v = judge(Claim("x best", "", "best", algo="x", tasks=(t,), rivals=("y",)), runs)
+    task = v.tasks[0]
+    assert (task.commit, task.opponent, task.seeds["y"]) == ("new", "y", 4)
+    assert v.verdict == "reproduced" and "z" not in task.means
+    # with every algorithm a rival, z (better) makes it fail
+    assert judge(Claim("x best", "", "best", algo="x", tasks=(t,)), runs).verdict == \
+        "not reproduced"
+    # best of a table needs the whole table
+    partial = judge(Claim("x best", "", "best", algo="x", tasks=(t,), rivals=("y", "w")), runs)
+    assert partial.verdict == "not run" and partial.tasks[0].missing == ("w",)
+    # the commit covering both sides wins over one with more runs of one side only
+    lone = _runs(t, "x", high * 3, "lone")
+    assert judge(Claim("x > y", "", "greater", algo="x", other="y", tasks=(t,)),
+                 runs + lone).tasks[0].commit == "new"
+    # the claim's own algorithm must be there: an old commit of its rivals alone is not judged
+    only_old = [r for r in runs if r.code_commit == "old"]
+    assert judge(Claim("x > y", "", "greater", algo="x", other="y", tasks=(t,)),
+                 only_old).verdict == "not run"
 
 
 def test_the_report_command_judges_every_preset_on_the_runs(tmp_path):

@@ -23,7 +23,14 @@ across the claim's tasks, alpha 0.05, as in `compare`):
 - ``greater``: as ``best``, against one named opponent.
 - ``similar``: *reproduced* when no task shows a significant difference (which, with few seeds,
   is weak evidence: the report prints the differences), *not reproduced* otherwise.
-- A task with fewer than 2 runs on either side cannot be tested: *not run*.
+- A task with fewer than 2 runs on either side cannot be tested: *not run*; nor can a claim
+  to be best on a task where some algorithm of its table has fewer than 2 runs.
+
+The rivals of ``best`` and ``not_worse`` are the other algorithms of the claim's part (Table 1's
+baselines), not whatever else was run on the task. Each task is judged on runs of one clean code
+commit (a table's cells must come from one commit): of the commits whose runs cover the claim's
+algorithm, the one with the most compared algorithms, then the most runs, then the newest run.
+Runs of a modified tree (commit ``-dirty``) are never used.
 """
 
 from __future__ import annotations
@@ -48,6 +55,7 @@ class Claim:
     algo: str | None = None
     other: str | None = None
     tasks: tuple[str, ...] = ()  # env/dataset
+    rivals: tuple[str, ...] = ()  # best / not_worse: the part's other algorithms (empty: any)
     reason: str = ""
 
 
@@ -58,6 +66,8 @@ class TaskVerdict:
     means: dict[str, float] = field(default_factory=dict)
     seeds: dict[str, int] = field(default_factory=dict)
     opponent: str | None = None
+    commit: str | None = None  # the code commit of every run this task was judged on
+    missing: tuple[str, ...] = ()  # rivals of the table without 2 runs at that commit
     p: float = math.nan  # raw Welch p against the opponent
     p_holm: float = math.nan
 
@@ -73,11 +83,7 @@ def judge(claim: Claim, runs: Sequence[RunRecord], alpha: float = ALPHA) -> Clai
     """The verdict of one claim on the completed runs (of any algorithms and tasks)."""
     if claim.kind == "untestable":
         return ClaimVerdict(claim, "not testable here", [])
-    scores: dict[tuple[str, str], np.ndarray] = {}
-    for r in runs:
-        key = (r.task, r.algo)
-        scores[key] = np.append(scores.get(key, np.empty(0)), r.return_mean)
-    verdicts = [_task(claim, task, scores) for task in claim.tasks]
+    verdicts = [_task(claim, task, *_one_commit(claim, task, runs)) for task in claim.tasks]
     tested = [v for v in verdicts if v.outcome != "not run"]
     for v, p in zip(tested, holm([v.p for v in tested])):
         v.p_holm = float(p)
@@ -85,14 +91,47 @@ def judge(claim: Claim, runs: Sequence[RunRecord], alpha: float = ALPHA) -> Clai
     return ClaimVerdict(claim, _overall(verdicts), verdicts)
 
 
-def _task(claim: Claim, task: str, scores) -> TaskVerdict:
-    present = {algo: s for (t, algo), s in scores.items() if t == task}
+def _compared(claim: Claim, algo: str) -> bool:
+    if algo == claim.algo:
+        return True
+    if claim.kind in ("best", "not_worse"):
+        return not claim.rivals or algo in claim.rivals
+    return algo == claim.other
+
+
+def _one_commit(claim: Claim, task: str, runs: Sequence[RunRecord]
+                ) -> tuple[str | None, dict[str, np.ndarray]]:
+    """The commit this task is judged on, and each compared algorithm's run scores there."""
+    by_commit: dict[str, list[RunRecord]] = {}
+    for r in runs:
+        if (r.task == task and _compared(claim, r.algo) and r.code_commit
+                and not r.code_commit.endswith("-dirty")):
+            by_commit.setdefault(r.code_commit, []).append(r)
+
+    def coverage(commit: str) -> tuple[bool, int, int, float]:
+        group = by_commit[commit]
+        algos = {r.algo for r in group}
+        newest = max((r.path.stat().st_mtime for r in group if r.path is not None), default=0.0)
+        return claim.algo in algos, len(algos), len(group), newest
+
+    if not by_commit:
+        return None, {}
+    commit = max(by_commit, key=coverage)
+    scores: dict[str, np.ndarray] = {}
+    for r in by_commit[commit]:
+        scores[r.algo] = np.append(scores.get(r.algo, np.empty(0)), r.return_mean)
+    return commit, scores
+
+
+def _task(claim: Claim, task: str, commit: str | None, present: dict[str, np.ndarray]
+          ) -> TaskVerdict:
     v = TaskVerdict(task, "not run", {a: float(s.mean()) for a, s in present.items()},
-                    {a: len(s) for a, s in present.items()})
+                    {a: len(s) for a, s in present.items()}, commit=commit)
     mine = present.get(claim.algo)
     if claim.kind in ("best", "not_worse"):
         rivals = {a: s for a, s in present.items() if a != claim.algo and len(s) >= 2}
-        if mine is None or len(mine) < 2 or not rivals:
+        v.missing = tuple(a for a in claim.rivals if a not in rivals)
+        if mine is None or len(mine) < 2 or not rivals or v.missing:  # best of a whole table
             return v
         v.opponent = max(rivals, key=lambda a: rivals[a].mean())  # the strongest other
     else:
@@ -138,16 +177,22 @@ DATA_CAVEAT = (
     "verdicts compare orderings and their significance.")
 
 
-def to_markdown(sections: Sequence[tuple[str, list[ClaimVerdict]]], source: str,
-                commits: Sequence[str]) -> str:
+def to_markdown(sections: Sequence[tuple[str, list[ClaimVerdict]]], source: str) -> str:
     """REPRODUCTION.md: one summary table of every claim, then the per-task evidence."""
+    commits = sorted({t.commit for _, verdicts in sections for v in verdicts for t in v.tasks
+                      if t.commit})
     lines = ["# Reproduction report", "",
              f"Written by `marlbench reproduce --report` from the completed runs under "
-             f"`{source}` (code commits: {', '.join(commits) or 'none'}). {DATA_CAVEAT}", "",
+             f"`{source}` (code commits judged on: "
+             f"{', '.join(c[:12] for c in commits) or 'none'}). {DATA_CAVEAT}", "",
              "Tests: Welch's t-test on the run scores (mean evaluation return per seed), "
              f"two-sided, Holm-corrected across each claim's tasks, alpha {ALPHA}. A task "
              "*holds* when the claim's direction is significant, *ties* when the data show no "
-             "significant difference, *fails* when the opposite is significant.", "",
+             "significant difference, *fails* when the opposite is significant. A claim to be "
+             "*best* is tested against the strongest other algorithm of its table, once the whole "
+             "table has run (2 seeds or more each). Each task is "
+             "judged on the runs of one clean code commit (column *commit*); runs of modified "
+             "trees are left out.", "",
              "| preset | claim | paper | ours | verdict |", "|---|---|---|---|---|"]
     for preset, verdicts in sections:
         for v in verdicts:
@@ -160,14 +205,16 @@ def to_markdown(sections: Sequence[tuple[str, list[ClaimVerdict]]], source: str,
             if v.claim.kind == "untestable":
                 lines.append(f"Not testable here: {v.claim.reason}")
                 continue
-            lines += ["| task | claim's algorithm | mean | opponent | mean | seeds | "
-                      "p (Welch) | p (Holm) | outcome |", "|---|---|---|---|---|---|---|---|---|"]
+            lines += ["| task | commit | claim's algorithm | mean | opponent | mean | seeds | "
+                      "p (Welch) | p (Holm) | outcome |",
+                      "|---|---|---|---|---|---|---|---|---|---|"]
             for t in v.tasks:
                 a, o = v.claim.algo, t.opponent or v.claim.other or "-"
                 lines.append(
-                    f"| {t.task} | {a} | {_num(t.means.get(a))} | {o} | "
-                    f"{_num(t.means.get(o))} | {t.seeds.get(a, 0)} vs {t.seeds.get(o, 0)} | "
-                    f"{_p(t.p)} | {_p(t.p_holm)} | {t.outcome} |")
+                    f"| {t.task} | {t.commit[:12] if t.commit else '-'} | {a} | "
+                    f"{_num(t.means.get(a))} | {o} | {_num(t.means.get(o))} | "
+                    f"{t.seeds.get(a, 0)} vs {t.seeds.get(o, 0)} | {_p(t.p)} | "
+                    f"{_p(t.p_holm)} | {t.outcome}{_missing(t)} |")
     return "\n".join(lines) + "\n"
 
 
@@ -177,6 +224,10 @@ def _summary(v: ClaimVerdict) -> str:
     counts = {o: sum(t.outcome == o for t in v.tasks) for o in ("holds", "ties", "fails",
                                                                 "not run")}
     return ", ".join(f"{o} on {n}/{len(v.tasks)}" for o, n in counts.items() if n)
+
+
+def _missing(t: TaskVerdict) -> str:
+    return f" (no {', '.join(t.missing)})" if t.missing else ""
 
 
 def _num(x: float | None) -> str:
