@@ -705,8 +705,9 @@ def _print_sweep_summary(summary) -> None:
               help="List the cells, which are complete, and the estimated cost.")
 @click.option("--report", "report_path", default=None, type=click.Path(path_type=Path),
               help="Write the reproduction report (every claim of PRESET, or of every preset, "
-                   "judged on the runs under --results) to this file, e.g. "
-                   "results/leaderboard/REPRODUCTION.md; runs nothing.")
+                   "judged on the runs under --results, or on those recorded by the "
+                   "leaderboards when --results is a folder of compare outputs such as "
+                   "results/leaderboard) to this file; runs nothing.")
 @log_option
 @_handle_errors
 def reproduce(preset, seeds, budget, jobs, executor, address, dry_run, report_path, quiet, log,

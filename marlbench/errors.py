@@ -31,6 +31,10 @@ class UnknownNameError(MarlbenchError, KeyError):
         return self.args[0]
 
 
+class NoRunsError(MarlbenchError):
+    """A results folder (or its filters) holds no completed run."""
+
+
 class DatasetError(MarlbenchError):
     """A dataset file that is missing, corrupt, of another schema, or for another env."""
 

@@ -313,15 +313,17 @@ def describe_cost(seconds: float | None) -> str:
 
 
 def report(presets: list[Preset], root: Path | None) -> str:
-    """REPRODUCTION.md for `presets`, judged on the completed runs under the results root."""
+    """REPRODUCTION.md for `presets`, judged on the completed runs under the results root (or
+    on those recorded by the leaderboards in it: `load_results`)."""
     from marlbench.compare import claims
     from marlbench.compare.results import load_results
-    from marlbench.errors import MarlbenchError
+    from marlbench.errors import NoRunsError
 
     base = results_root(root)
     try:
-        runs = load_results(base).runs
-    except MarlbenchError:  # no completed runs yet: every claim is "not run"
-        runs = []
+        results = load_results(base)
+        runs, older = results.runs, [b.name for b in results.older_boards]
+    except NoRunsError:  # no completed runs yet: every claim is "not run"
+        runs, older = [], []
     sections = [(p.name, [claims.judge(c, runs) for c in p.claims]) for p in presets]
-    return claims.to_markdown(sections, base.name)
+    return claims.to_markdown(sections, base.name, older)

@@ -285,6 +285,31 @@ def test_cli_prints_and_writes_every_format(grid, tmp_path):
     assert json.loads(outputs["marl-eval"].output) == marl_eval
 
 
+def test_a_leaderboard_records_its_runs_for_later_verdicts(grid, tmp_path):
+    from marlbench.compare.results import load_results
+
+    boards = tmp_path / "boards"
+    for name, algos in (("one", "a,b"), ("two", "b,c")):  # overlapping: b is read once
+        res = _invoke("compare", str(grid), "--reps", "0", "--algos", algos, "--out",
+                      str(boards / name))
+        assert res.exit_code == 0, res.output
+    key = lambda r: (r.task, r.algo, r.seed)  # noqa: E731
+    direct = sorted(load_results(grid).runs, key=key)
+    recorded = sorted(load_results(boards).runs, key=key)
+    assert [(key(r), r.return_mean, r.episode_returns, r.code_commit, r.references)
+            for r in recorded] == [(key(r), r.return_mean, r.episode_returns, r.code_commit,
+                                    r.references) for r in direct]
+    assert len(load_results(boards / "one", algos=["a"]).runs) == 10
+    older = boards / "older"  # written before compare recorded runs: named, not read
+    older.mkdir()
+    (older / "comparison.json").write_text(json.dumps({"cells": []}))
+    again = load_results(boards)
+    assert again.older_boards == [older] and len(again.runs) == len(direct)
+    (boards / "two" / "comparison.json").write_text("{}")
+    with pytest.raises(MarlbenchError, match="unreadable leaderboard"):
+        load_results(boards)
+
+
 def test_cli_reports_bad_input_in_one_line(grid, tmp_path):
     res = _invoke("compare", str(grid), "--algos", "aa", "--reps", "0")
     assert res.exit_code == 1 and "unknown algorithm in these results 'aa'" in res.output

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from rich.table import Table
 
 from marlbench.compare.analysis import Comparison
+from marlbench.compare.results import RunRecord
 from marlbench.compare.stats import AGGREGATES, CONFIDENCE
 
 WELCH_MARK, MWU_MARK, ISSUE_MARK = "*", "†", "⚠"
@@ -293,11 +294,21 @@ def _finite(x):
     return x
 
 
+def run_record(run: RunRecord) -> dict:
+    """Everything of a run that a verdict needs, so a committed leaderboard can be re-judged
+    without its (uncommitted) run folders: `load_results` reads these back."""
+    return {"env": run.env, "dataset": run.dataset, "algo": run.algo, "seed": run.seed,
+            "return_mean": run.return_mean, "episode_returns": list(run.episode_returns),
+            "train_steps": run.train_steps, "code_commit": run.code_commit,
+            "dataset_sha256": run.dataset_sha256, "references": run.references}
+
+
 def to_json(comp: Comparison) -> str:
     doc = {
         "tasks": comp.tasks, "algorithms": comp.algos, "alpha": comp.alpha,
         "holm_family": comp.holm_family,
         "cells": cell_records(comp),
+        "runs": [run_record(r) for r in comp.results.runs],
         "references": {t: comp.references(t) for t in comp.tasks},
         "aggregate_tasks": comp.aggregate_tasks,
         "aggregates": {a: {m: iv.to_dict() for m, iv in ms.items()}

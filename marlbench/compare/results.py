@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from marlbench.errors import MarlbenchError, UnknownNameError
+from marlbench.errors import MarlbenchError, NoRunsError, UnknownNameError
 
 _SEED_DIR = re.compile(r"^seed-(\d+)$")
 _ERROR_FILE = re.compile(r"^seed-(\d+)\.error\.json$")
@@ -35,7 +35,7 @@ class RunRecord:
     dataset_sha256: str | None
     references: dict[str, float]  # fixed anchors from the dataset card: random, expert
     command: str
-    path: Path
+    path: Path | None  # None: read back from a leaderboard's comparison.json
 
     @property
     def task(self) -> str:
@@ -66,15 +66,23 @@ class Results:
     runs: list[RunRecord]
     failed: list[FailedCell] = field(default_factory=list)
     root: Path | None = None
+    older_boards: list[Path] = field(default_factory=list)  # leaderboards recording no runs
 
 
 def load_results(root: Path | str, envs: Sequence[str] = (), algos: Sequence[str] = (),
                  datasets: Sequence[str] = ()) -> Results:
     """Every completed run under `root` (``<env>/<dataset>/<algo>/seed-<k>/run.json``),
-    keeping only the given envs / algorithms / datasets when filters are set."""
+    keeping only the given envs / algorithms / datasets when filters are set.
+
+    A folder of `compare` outputs (``comparison.json``, e.g. the committed
+    ``results/leaderboard``) is read as the runs its leaderboards recorded."""
     root = Path(root)
     if not root.is_dir():
-        raise MarlbenchError(f"results folder {root} does not exist")
+        raise NoRunsError(f"results folder {root} does not exist")
+    boards = sorted(root.glob("comparison.json")) + sorted(root.glob("*/comparison.json"))
+    if boards:
+        runs, older = _leaderboard_runs(boards)
+        return Results(_select(runs, envs, algos, datasets), [], root, older)
     runs: list[RunRecord] = []
     failed: list[FailedCell] = []
     for algo_dir in sorted(p for p in root.glob("*/*/*") if p.is_dir()):
@@ -91,7 +99,7 @@ def load_results(root: Path | str, envs: Sequence[str] = (), algos: Sequence[str
                 error = json.loads(child.read_text()).get("error") or "unknown error"
                 failed.append(FailedCell(env, dataset, algo, int(m[1]), error))
     if not runs:
-        raise MarlbenchError(f"no completed runs under {root} (a run is complete when its "
+        raise NoRunsError(f"no completed runs under {root} (a run is complete when its "
                              "run.json exists)")
     runs = _select(runs, envs, algos, datasets)
     failed = [f for f in failed if _keep(f, envs, algos, datasets)]
@@ -113,6 +121,29 @@ def _read_run(path: Path, env: str, dataset: str, algo: str, seed: int) -> RunRe
                      dataset_sha256=card.get("sha256"),
                      references=dict(card.get("reference_returns") or {}),
                      command=summary.get("command", ""), path=path)
+
+
+def _leaderboard_runs(boards: Sequence[Path]) -> tuple[list[RunRecord], list[Path]]:
+    """The runs recorded by these comparison.json files, each run once (leaderboards overlap),
+    and the folders of those written before compare recorded runs."""
+    runs: dict[tuple, RunRecord] = {}
+    older = []
+    for board in boards:
+        try:
+            doc = json.loads(board.read_text())
+            if "runs" not in doc and "cells" in doc:
+                older.append(board.parent)
+                continue
+            for rec in doc["runs"]:
+                run = RunRecord(**{**rec, "episode_returns": tuple(rec["episode_returns"]),
+                                   "command": "", "path": None})
+                runs[(run.task, run.algo, run.seed, run.code_commit)] = run
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise MarlbenchError(f"unreadable leaderboard {board} (written by `marlbench "
+                                 f"compare` of this version?): {exc!r}") from None
+    if not runs:
+        raise NoRunsError(f"the leaderboards under {boards[0].parent.parent} record no runs")
+    return list(runs.values()), older
 
 
 def _keep(item, envs, algos, datasets) -> bool:
