@@ -167,6 +167,13 @@ def test_a_task_is_judged_on_one_clean_commit_against_the_tables_rivals():
     # with every algorithm a rival, z (better) makes it fail
     assert judge(Claim("x best", "", "best", algo="x", tasks=(t,)), runs).verdict == \
         "not reproduced"
+    # runs of one commit read back from two leaderboards are judged within one of them
+    from dataclasses import replace
+    boards = [replace(r, board="short") for r in runs if r.code_commit == "new"] + \
+        [replace(r, board="long", return_mean=r.return_mean + 100) for r in runs
+         if r.code_commit == "new" and r.algo == "y"]
+    within = judge(Claim("x > y", "", "greater", algo="x", other="y", tasks=(t,)), boards)
+    assert within.tasks[0].board == "short" and within.verdict == "reproduced"
     # best of a table needs the whole table
     partial = judge(Claim("x best", "", "best", algo="x", tasks=(t,), rivals=("y", "w")), runs)
     assert partial.verdict == "not run" and partial.tasks[0].missing == ("w",)

@@ -28,9 +28,10 @@ across the claim's tasks, alpha 0.05, as in `compare`):
 
 The rivals of ``best`` and ``not_worse`` are the other algorithms of the claim's part (Table 1's
 baselines), not whatever else was run on the task. Each task is judged on runs of one clean code
-commit (a table's cells must come from one commit): of the commits whose runs cover the claim's
-algorithm, the one with the most compared algorithms, then the most runs, then the newest run.
-Runs of a modified tree (commit ``-dirty``) are never used.
+commit (a table's cells must come from one commit), and, when read back from leaderboards, of one
+leaderboard: of those groups that hold the claim's algorithm, the one with the most compared
+algorithms, then the most runs, then the newest run. Runs of a modified tree (commit ``-dirty``)
+are never used.
 """
 
 from __future__ import annotations
@@ -67,6 +68,7 @@ class TaskVerdict:
     seeds: dict[str, int] = field(default_factory=dict)
     opponent: str | None = None
     commit: str | None = None  # the code commit of every run this task was judged on
+    board: str = ""  # and their leaderboard, when read back from leaderboards
     missing: tuple[str, ...] = ()  # rivals of the table without 2 runs at that commit
     p: float = math.nan  # raw Welch p against the opponent
     p_holm: float = math.nan
@@ -83,7 +85,7 @@ def judge(claim: Claim, runs: Sequence[RunRecord], alpha: float = ALPHA) -> Clai
     """The verdict of one claim on the completed runs (of any algorithms and tasks)."""
     if claim.kind == "untestable":
         return ClaimVerdict(claim, "not testable here", [])
-    verdicts = [_task(claim, task, *_one_commit(claim, task, runs)) for task in claim.tasks]
+    verdicts = [_task(claim, task, *_one_source(claim, task, runs)) for task in claim.tasks]
     tested = [v for v in verdicts if v.outcome != "not run"]
     for v, p in zip(tested, holm([v.p for v in tested])):
         v.p_holm = float(p)
@@ -99,34 +101,36 @@ def _compared(claim: Claim, algo: str) -> bool:
     return algo == claim.other
 
 
-def _one_commit(claim: Claim, task: str, runs: Sequence[RunRecord]
-                ) -> tuple[str | None, dict[str, np.ndarray]]:
-    """The commit this task is judged on, and each compared algorithm's run scores there."""
-    by_commit: dict[str, list[RunRecord]] = {}
+def _one_source(claim: Claim, task: str, runs: Sequence[RunRecord]
+                ) -> tuple[tuple[str, str] | None, dict[str, np.ndarray]]:
+    """The (commit, leaderboard) this task is judged on, and each compared algorithm's run
+    scores there."""
+    groups: dict[tuple[str, str], list[RunRecord]] = {}
     for r in runs:
         if (r.task == task and _compared(claim, r.algo) and r.code_commit
                 and not r.code_commit.endswith("-dirty")):
-            by_commit.setdefault(r.code_commit, []).append(r)
+            groups.setdefault((r.code_commit, r.board), []).append(r)
 
-    def coverage(commit: str) -> tuple[bool, int, int, float]:
-        group = by_commit[commit]
+    def coverage(key: tuple[str, str]) -> tuple[bool, int, int, float]:
+        group = groups[key]
         algos = {r.algo for r in group}
         newest = max((r.path.stat().st_mtime for r in group if r.path is not None), default=0.0)
         return claim.algo in algos, len(algos), len(group), newest
 
-    if not by_commit:
+    if not groups:
         return None, {}
-    commit = max(by_commit, key=coverage)
+    source = max(groups, key=coverage)
     scores: dict[str, np.ndarray] = {}
-    for r in by_commit[commit]:
+    for r in groups[source]:
         scores[r.algo] = np.append(scores.get(r.algo, np.empty(0)), r.return_mean)
-    return commit, scores
+    return source, scores
 
 
-def _task(claim: Claim, task: str, commit: str | None, present: dict[str, np.ndarray]
-          ) -> TaskVerdict:
+def _task(claim: Claim, task: str, source: tuple[str, str] | None,
+          present: dict[str, np.ndarray]) -> TaskVerdict:
+    commit, board = source or (None, "")
     v = TaskVerdict(task, "not run", {a: float(s.mean()) for a, s in present.items()},
-                    {a: len(s) for a, s in present.items()}, commit=commit)
+                    {a: len(s) for a, s in present.items()}, commit=commit, board=board)
     mine = present.get(claim.algo)
     if claim.kind in ("best", "not_worse"):
         rivals = {a: s for a, s in present.items() if a != claim.algo and len(s) >= 2}
@@ -192,10 +196,10 @@ def to_markdown(sections: Sequence[tuple[str, list[ClaimVerdict]]], source: str,
              f"two-sided, Holm-corrected across each claim's tasks, alpha {ALPHA}. A task "
              "*holds* when the claim's direction is significant, *ties* when the data show no "
              "significant difference, *fails* when the opposite is significant. A claim to be "
-             "*best* is tested against the strongest other algorithm of its table, once the whole "
-             "table has run (2 seeds or more each). Each task is "
-             "judged on the runs of one clean code commit (column *commit*); runs of modified "
-             "trees are left out.", "",
+             "*best* is tested against the strongest other algorithm of its table, once the "
+             "whole table has run (2 seeds or more each). Each task is judged on the runs of "
+             "one clean code commit (column *commit*), and of one leaderboard when read back "
+             "from leaderboards; runs of modified trees are left out.", "",
              "| preset | claim | paper | ours | verdict |", "|---|---|---|---|---|"]
     for preset, verdicts in sections:
         for v in verdicts:
@@ -214,7 +218,7 @@ def to_markdown(sections: Sequence[tuple[str, list[ClaimVerdict]]], source: str,
             for t in v.tasks:
                 a, o = v.claim.algo, t.opponent or v.claim.other or "-"
                 lines.append(
-                    f"| {t.task} | {t.commit[:12] if t.commit else '-'} | {a} | "
+                    f"| {t.task} | {_source(t)} | {a} | "
                     f"{_num(t.means.get(a))} | {o} | {_num(t.means.get(o))} | "
                     f"{t.seeds.get(a, 0)} vs {t.seeds.get(o, 0)} | {_p(t.p)} | "
                     f"{_p(t.p_holm)} | {t.outcome}{_missing(t)} |")
@@ -227,6 +231,12 @@ def _summary(v: ClaimVerdict) -> str:
     counts = {o: sum(t.outcome == o for t in v.tasks) for o in ("holds", "ties", "fails",
                                                                 "not run")}
     return ", ".join(f"{o} on {n}/{len(v.tasks)}" for o, n in counts.items() if n)
+
+
+def _source(t: TaskVerdict) -> str:
+    if not t.commit:
+        return "-"
+    return f"{t.commit[:12]} ({t.board})" if t.board else t.commit[:12]
 
 
 def _missing(t: TaskVerdict) -> str:

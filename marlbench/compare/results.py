@@ -36,6 +36,7 @@ class RunRecord:
     references: dict[str, float]  # fixed anchors from the dataset card: random, expert
     command: str
     path: Path | None  # None: read back from a leaderboard's comparison.json
+    board: str = ""  # the leaderboard folder it was read back from (runs of one comparison)
 
     @property
     def task(self) -> str:
@@ -124,9 +125,10 @@ def _read_run(path: Path, env: str, dataset: str, algo: str, seed: int) -> RunRe
 
 
 def _leaderboard_runs(boards: Sequence[Path]) -> tuple[list[RunRecord], list[Path]]:
-    """The runs recorded by these comparison.json files, each run once (leaderboards overlap),
-    and the folders of those written before compare recorded runs."""
-    runs: dict[tuple, RunRecord] = {}
+    """The runs recorded by these comparison.json files, and the folders of those written
+    before compare recorded runs. Two leaderboards may hold different runs of one cell (other
+    options, same commit), so each run keeps its board."""
+    runs: list[RunRecord] = []
     older = []
     for board in boards:
         try:
@@ -135,15 +137,15 @@ def _leaderboard_runs(boards: Sequence[Path]) -> tuple[list[RunRecord], list[Pat
                 older.append(board.parent)
                 continue
             for rec in doc["runs"]:
-                run = RunRecord(**{**rec, "episode_returns": tuple(rec["episode_returns"]),
-                                   "command": "", "path": None})
-                runs[(run.task, run.algo, run.seed, run.code_commit)] = run
+                runs.append(RunRecord(**{**rec, "episode_returns": tuple(rec["episode_returns"]),
+                                         "command": "", "path": None,
+                                         "board": board.parent.name}))
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise MarlbenchError(f"unreadable leaderboard {board} (written by `marlbench "
                                  f"compare` of this version?): {exc!r}") from None
     if not runs:
         raise NoRunsError(f"the leaderboards under {boards[0].parent.parent} record no runs")
-    return list(runs.values()), older
+    return runs, older
 
 
 def _keep(item, envs, algos, datasets) -> bool:
