@@ -433,11 +433,6 @@ class MADS4Finetune(Algorithm):
         self.adopted = True
 
 
-def finetune_name(offline_algo: str, scratch: bool) -> str:
-    """Registry and results-folder name of the fine-tuning stage of `offline_algo`."""
-    return f"{offline_algo}+{'scratch' if scratch else 'ft'}"
-
-
 @hookimpl
 def marlbench_algorithms() -> list[AlgorithmSpec]:
     paper = "Bhattacharya & Bal, Multi-Agent Decision S4, AAMAS 2026 (§4.2, Algorithm 2)"
@@ -446,7 +441,8 @@ def marlbench_algorithms() -> list[AlgorithmSpec]:
     for offline in OFFLINE_VARIANTS:
         for scratch in (False, True):
             specs.append(AlgorithmSpec(
-                name=finetune_name(offline, scratch), cls=MADS4Finetune, offline=False,
+                name=f"{offline}+{'scratch' if scratch else 'ft'}", cls=MADS4Finetune,
+                offline=False, continues=offline, from_scratch=scratch,
                 paper=paper, execution=execution[offline], uses_global_state=True,
                 preset={"init": "scratch" if scratch else "pretrained"},
                 description=(f"{offline} trained on-policy from a random init (Fig. 2 baseline)"

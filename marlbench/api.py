@@ -252,6 +252,10 @@ class AlgorithmSpec:
     preset: Mapping[str, Any] = field(default_factory=dict)
     # False: trains by interacting with the env (`setup_online`), no dataset (e.g. MAPPO).
     offline: bool = True
+    # A second stage: the offline algorithm whose runs this one continues (`marlbench finetune
+    # --from`), and whether it starts from a random init instead (the from-scratch baseline).
+    continues: str | None = None
+    from_scratch: bool = False
 
     @property
     def config_cls(self) -> type:

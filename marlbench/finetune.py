@@ -65,8 +65,6 @@ class FinetuneRequest(RunOptions):
 def read_source(path: Path, reg: Registry, env: str | None = None) -> dict[str, Any]:
     """The run.json of a complete offline run the fine-tuner can start from, or one clear
     error: missing folder, incomplete run, another algorithm, another env."""
-    from marlbench.algorithms.mads4_finetune import OFFLINE_VARIANTS
-
     if not path.is_dir():
         raise MarlbenchError(f"--from {path} does not exist or is not a folder")
     if not is_complete(path):
@@ -76,9 +74,10 @@ def read_source(path: Path, reg: Registry, env: str | None = None) -> dict[str, 
         algo, run_env = summary["algo"], summary["env"]
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise MarlbenchError(f"--from {path}: unreadable run.json ({exc})") from None
-    if algo not in OFFLINE_VARIANTS:
-        raise MarlbenchError(f"--from {path} is a run of {algo!r}; fine-tuning continues an "
-                             f"offline MADS4 run ({', '.join(OFFLINE_VARIANTS)})")
+    try:
+        reg.stage_of(algo)
+    except MarlbenchError as exc:
+        raise MarlbenchError(f"--from {path} is a run of {algo!r}: {exc}") from None
     if env is not None and env != run_env:
         raise MarlbenchError(f"--from {path} is a run of {run_env}, not {env}")
     missing = [f for f in FILES if not (path / f).is_file()]
@@ -100,8 +99,6 @@ def _sha256(path: Path) -> str:
 def finetune(req: FinetuneRequest, reporter: Reporter | None = None,
              reg: Registry | None = None) -> dict[str, Any]:
     """Fine-tune (or train from scratch) from `req.source`; returns the new run.json summary."""
-    from marlbench.algorithms.mads4_finetune import finetune_name
-
     reporter = reporter or Reporter()
     reg = reg or registry()
     fixed = sorted({"source", "actor", "init"} & set(req.overrides))
@@ -110,7 +107,7 @@ def finetune(req: FinetuneRequest, reporter: Reporter | None = None,
                           "option")
     source = Path(req.source).resolve()
     summary = read_source(source, reg, req.env)
-    spec = reg.algorithm(finetune_name(summary["algo"], req.scratch))
+    spec = reg.stage_of(summary["algo"], req.scratch)
     env_spec = reg.environment(summary["env"])
     device = torch_device(req.device)
     try:

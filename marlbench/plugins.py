@@ -67,6 +67,15 @@ class Registry:
             raise UnknownNameError("algorithm", name, self.algorithms)
         return self.algorithms[name][0]
 
+    def stage_of(self, offline_algo: str, scratch: bool = False) -> AlgorithmSpec:
+        """The algorithm that continues runs of `offline_algo` (`marlbench finetune`)."""
+        for spec, _ in self.algorithms.values():
+            if spec.continues == offline_algo and spec.from_scratch == scratch:
+                return spec
+        stages = sorted({s.continues for s, _ in self.algorithms.values() if s.continues})
+        raise MarlbenchError(f"no loaded plugin continues runs of {offline_algo!r} "
+                             f"(those that can be continued: {', '.join(stages) or 'none'})")
+
     def environment(self, name: str) -> EnvSpec:
         if name not in self.environments:
             # A name of a known family (e.g. "smax-5m_vs_7m") lists that family's tasks when

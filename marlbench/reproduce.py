@@ -193,7 +193,6 @@ def cell_options(preset: Preset, part: Part, algo: str, budget: str, base: RunOp
 def plan_preset(reg, preset: Preset, seeds: list[int], budget: str, base: RunOptions,
                 reporter=None, collect: bool = True) -> list[Planned]:
     """Every part's cells; names, options and datasets checked (and collected) first."""
-    from marlbench.algorithms.mads4_finetune import finetune_name
     from marlbench.sweep import plan
 
     planned: list[Planned] = []
@@ -209,7 +208,7 @@ def plan_preset(reg, preset: Preset, seeds: list[int], budget: str, base: RunOpt
             tasks = []
             for src in by_name[part.source].tasks:
                 algo_dir = src.path.parent
-                ft = finetune_name(src.cell.algo, part.scratch)
+                ft = reg.stage_of(src.cell.algo, part.scratch).name
                 tasks.append(FinetuneCell(src.path, algo_dir.parent / ft / src.path.name))
         item = Planned(part, tasks)
         planned.append(item)
@@ -295,9 +294,7 @@ def cell_steps(reg, task) -> int:
 def finetune_steps(reg, part: Part) -> int:
     if part.steps is not None:
         return part.steps
-    from marlbench.algorithms.mads4_finetune import finetune_name
-
-    spec = reg.algorithm(finetune_name(part.algos[0], part.scratch))
+    spec = reg.stage_of(part.algos[0], part.scratch)
     return int(spec.config_cls().steps)
 
 
