@@ -1,10 +1,10 @@
 """MADS4 on-policy fine-tuning: the second stage of Multi-Agent Decision S4 (Bhattacharya & Bal,
 AAMAS 2026, §4.2, Algorithm 2, Fig. 2).
 
-This module is the same algorithm's second stage, so it imports the MADS4 network, config and
-recurrent policy from `marlbench.algorithms.mads4` (the house rule "an algorithm never imports
-another algorithm" is about different algorithms); the PPO pieces come from `marlbench.nn.ppo`,
-shared with MAPPO, whose module it does not import. Start it with
+It imports no other algorithm: the offline algorithm (`actor_algo`, found in the plugin
+registry like any plugin) builds the actor network and gives its recurrent policy, and its
+AlgorithmSpec names the algorithm it continues (`continues`); the PPO pieces come from
+`marlbench.nn.ppo`, shared with MAPPO. Start it with
 `marlbench finetune --from RESULTS/<env>/<dataset>/mads4/seed-K` (marlbench.finetune).
 
 **Actor.** The offline-trained MADS4Net, acting through its recurrent view, agent after agent
@@ -69,7 +69,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from marlbench.algorithms.mads4 import MADS4Config, MADS4Net, MADS4Policy
 from marlbench.api import Algorithm, AlgorithmSpec, EnvInfo, EnvSpec, Policy, hookimpl
 from marlbench.errors import MarlbenchError
 from marlbench.nn import (
@@ -103,6 +102,10 @@ class MADS4FinetuneConfig:
     # The offline run's MADS4Config as a dict (set by `marlbench finetune`): the actor's
     # architecture, so a fine-tuned checkpoint reloads from its own config.json.
     actor: dict[str, Any] = field(default_factory=dict)
+    # The offline run's algorithm (set by `marlbench finetune`), whose class builds the actor
+    # from `actor` through the plugin registry, as the host builds it (an algorithm never
+    # imports another). mads4, ids4 and mads4-dec share one class: the config tells them apart.
+    actor_algo: str = "mads4"
     init: Literal["pretrained", "scratch"] = "pretrained"  # scratch: Fig. 2's baseline
     n_envs: int = 8  # MAPPO train_smac_*.sh --n_rollout_threads 8 (one episode each/update)
     # PPO epochs per update. MAPPO's paper recommends 15 for easy and 5 for super-hard tasks
@@ -220,9 +223,12 @@ class MADS4Finetune(Algorithm):
     def __init__(self, config: MADS4FinetuneConfig, env: EnvInfo, device: torch.device,
                  seed: int):
         super().__init__(config, env, device, seed)
-        self.actor_config = MADS4Config(**config.actor)
-        self.net = MADS4Net(self.actor_config, env).to(device)
-        self.critic = LatentCritic(config, env, self.actor_config.d_model).to(device)
+        from marlbench.plugins import registry
+
+        spec = registry().algorithm(config.actor_algo)
+        self.actor = spec.cls(spec.config_cls(**config.actor), env, device, seed)
+        self.net = self.actor.modules()["net"]
+        self.critic = LatentCritic(config, env, self.actor.config.d_model).to(device)
         self.value_norm = ValueNorm().to(device)
         self.rtg_scale, self.target_return = 1.0, 0.0
         self.env_steps, self.updates, self.adopted = 0, 0, False
@@ -287,7 +293,7 @@ class MADS4Finetune(Algorithm):
         carry = self.net.initial_carry(B)
         rtg = torch.full((B,), self.target_return / self.rtg_scale, device=self.device)
         prev = torch.zeros(B, info.n_agents, info.n_actions, device=self.device)
-        latent = torch.zeros(B, info.n_agents, self.actor_config.d_model, device=self.device)
+        latent = torch.zeros(B, info.n_agents, self.actor.config.d_model, device=self.device)
         running = torch.ones(B, dtype=torch.bool, device=self.device)
         ep_return = torch.zeros(B, device=self.device)
         cols = collections.defaultdict(list)
@@ -417,8 +423,9 @@ class MADS4Finetune(Algorithm):
     # -- acting and saving ----------------------------------------------------------------------
 
     def policy(self, greedy: bool = False, seed: int = 0) -> Policy:
-        return MADS4Policy(self.net, self.target_return / self.rtg_scale, self.rtg_scale,
-                           greedy, seed)
+        """The offline algorithm's own policy over the fine-tuned network and target."""
+        self.actor.rtg_scale, self.actor.target_return = self.rtg_scale, self.target_return
+        return self.actor.policy(greedy, seed)
 
     def modules(self) -> dict[str, nn.Module]:
         return {"net": self.net, "critic": self.critic, "value_norm": self.value_norm}

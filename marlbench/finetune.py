@@ -101,7 +101,7 @@ def finetune(req: FinetuneRequest, reporter: Reporter | None = None,
     """Fine-tune (or train from scratch) from `req.source`; returns the new run.json summary."""
     reporter = reporter or Reporter()
     reg = reg or registry()
-    fixed = sorted({"source", "actor", "init"} & set(req.overrides))
+    fixed = sorted({"source", "actor", "actor_algo", "init"} & set(req.overrides))
     if fixed:
         raise ConfigError(f"--set {', '.join(fixed)}: set by --from / --from-scratch, not an "
                           "option")
@@ -115,7 +115,8 @@ def finetune(req: FinetuneRequest, reporter: Reporter | None = None,
     except CheckpointError as exc:
         raise MarlbenchError(f"--from {source}: {exc}") from None
     config = build_config(spec.config_cls, spec.preset, dict(req.overrides),
-                          {"source": str(source), "actor": to_dict(offline.config)})
+                          {"source": str(source), "actor": to_dict(offline.config),
+                           "actor_algo": summary["algo"]})
     steps = req.steps if req.steps is not None else config.steps
     if steps < 1:
         raise ConfigError(f"--steps must be a positive integer (got {steps})")

@@ -19,6 +19,29 @@ from marlbench.plugins import build_registry
 REPO = Path(__file__).resolve().parent.parent
 
 
+def test_no_algorithm_imports_another():
+    """Shared pieces live in marlbench.nn / api; a second stage reaches its first through the
+    registry (`AlgorithmSpec.continues`, `Registry.stage_of`)."""
+    import ast
+
+    modules = {p.stem for p in (REPO / "algorithms").glob("*.py")} - {"__init__"}
+    for path in (REPO / "algorithms").glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import) else
+                     [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            for name in names:
+                parts = name.split(".")
+                other = {p for p in parts if p in modules} - {path.stem}
+                assert not ("algorithms" in parts and other), f"{path.name} imports {name}"
+
+
+def test_a_second_stage_is_found_by_the_algorithm_it_continues(reg):
+    assert reg.stage_of("mads4").name == "mads4+ft"
+    assert reg.stage_of("ids4", scratch=True).name == "ids4+scratch"
+    with pytest.raises(Exception, match="no loaded plugin continues runs of 'bc'"):
+        reg.stage_of("bc")
+
+
 def test_builtins_register_through_entry_points(reg):
     assert "bc" in reg.algorithms
     spec, origin = reg.algorithms["bc"]
