@@ -64,14 +64,14 @@ Where this implementation and the authors' code differ from the paper or from ea
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from marlbench.api import Algorithm, AlgorithmSpec, EnvInfo, Policy, hookimpl
+from marlbench.api import Algorithm, AlgorithmSpec, EnvInfo, Policy, hookimpl, validate_config
 from marlbench.data import OfflineDataset, TransitionBatch
 from marlbench.nn import FixedNormalizer, agent_one_hot, dice, mask_logits, mlp
 from marlbench.policies import FeedForwardPolicy
@@ -95,9 +95,12 @@ class AlberDICEConfig:
     gamma: float = 0.99  # pymarl default.yaml `gamma: 0.99`
     lr: float = 5e-4  # README RWARE command lr=0.0005 (policies and data policies, Adam)
     nu_lr: float = 5e-4  # README RWARE command nu_lr=0.0005 (ν and e networks, Adam)
-    grad_penalty: float = 0.1  # README RWARE command nu_grad_penalty_coeff=0.1
-    cql_coeff: float = 0.1  # default.yaml `cql_coeff: 0.1` (e-network conservative term)
-    ratio_max: float = 100.0  # alberdice.yaml `other_policy_ratio_max: 100`
+    # README RWARE command nu_grad_penalty_coeff=0.1
+    grad_penalty: float = field(default=0.1, metadata={"check": "non-negative"})
+    # default.yaml `cql_coeff: 0.1` (e-network conservative term)
+    cql_coeff: float = field(default=0.1, metadata={"check": "non-negative"})
+    # alberdice.yaml `other_policy_ratio_max: 100`
+    ratio_max: float = field(default=100.0, metadata={"check": "positive"})
     init_states: str = "all"  # alberdice_learner.py: init_nu_i = nu(states) (see docstring)
     # alberdice_learner.py: "i-projection" policy loss. On rware-tiny-2ag expert (seed 0)
     # "wbc" returned 4.53 vs 2.73 for "iproj" (README); the default stays the authors'.
@@ -113,15 +116,11 @@ class AlberDICEConfig:
     normalize_obs: bool = True  # README RWARE command standardize_obs=True
 
     def __post_init__(self):
-        for name in ("hidden", "layers", "batch_size", "steps"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
-        for name in ("lr", "nu_lr", "ratio_max"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        validate_config(self)  # every numeric field by its meaning (marlbench.config)
         dice.validate(self.f, self.alpha)
-        if self.grad_penalty < 0 or self.cql_coeff < 0 or not 0 <= self.gamma < 1:
-            raise ValueError("need grad_penalty >= 0, cql_coeff >= 0 and 0 <= gamma < 1")
+        if self.gamma >= 1:
+            raise ValueError(f"gamma must be < 1 (discounted stationary distributions), got "
+                             f"{self.gamma}")
         if self.init_states not in INIT_STATES:
             raise ValueError(f"init_states must be one of {INIT_STATES}, got "
                              f"{self.init_states!r}")

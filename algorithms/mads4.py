@@ -55,7 +55,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from marlbench.api import Algorithm, AlgorithmSpec, EnvInfo, Policy, hookimpl
+from marlbench.api import Algorithm, AlgorithmSpec, EnvInfo, Policy, hookimpl, validate_config
 from marlbench.data import OfflineDataset, TrajectoryBatch
 from marlbench.nn import (
     TARGET_RETURN_SCALE,
@@ -132,16 +132,10 @@ class MADS4Config:
     compile_step: bool = False
 
     def __post_init__(self):
-        for name in ("d_model", "n_layers", "embed_dim", "message_dim", "batch_size", "steps"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
-        if self.d_state <= 0 or self.d_state % 2:
-            raise ValueError(f"d_state (N) must be even and positive: the S4 state is kept as "
-                             f"N/2 conjugate pairs; got {self.d_state}")
-        if self.context is not None and self.context <= 0:
-            raise ValueError(f"context must be positive, got {self.context}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        validate_config(self)  # every numeric field by its meaning (marlbench.config)
+        if self.d_state % 2:
+            raise ValueError(f"d_state (N) must be even: the S4 state is kept as N/2 conjugate "
+                             f"pairs; got {self.d_state}")
         if self.decentralised and self.share == "none" and not self.share_action:
             raise ValueError("decentralised needs a message to delay (share != none)")
 

@@ -69,7 +69,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from marlbench.api import Algorithm, AlgorithmSpec, EnvInfo, EnvSpec, Policy, hookimpl
+from marlbench.api import (
+    Algorithm,
+    AlgorithmSpec,
+    EnvInfo,
+    EnvSpec,
+    Policy,
+    hookimpl,
+    validate_config,
+)
 from marlbench.errors import MarlbenchError
 from marlbench.nn import (
     TARGET_RETURN_SCALE,
@@ -124,7 +132,7 @@ class MADS4FinetuneConfig:
     # The paper gives no fine-tuning rates. MAPPO's 5e-4 is for networks trained from
     # scratch; a pre-trained actor gets 10x less than its offline rate (1e-3), so PPO's clipped
     # steps refine rather than overwrite it. The critic starts from scratch: MAPPO's 5e-4.
-    actor_lr: float = 1e-4
+    actor_lr: float = field(default=1e-4, metadata={"check": "non-negative"})  # 0: frozen
     critic_lr: float = 5e-4  # MAPPO config.py critic_lr
     critic_hidden: int = 64  # MAPPO config.py hidden_size (the paper: "fully connected + ReLU")
     critic_layers: int = 2  # MAPPO MLPBase: fc1 plus layer_N=1
@@ -138,18 +146,9 @@ class MADS4FinetuneConfig:
     steps: int = 40  # updates (CPU budget: ~4k env steps each on RWARE with 8 envs)
 
     def __post_init__(self):
-        for name in ("n_envs", "epochs", "minibatches", "critic_hidden", "critic_layers",
-                     "steps"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
-        if self.critic_warmup < 0:
-            raise ValueError(f"critic_warmup must be >= 0, got {self.critic_warmup}")
+        validate_config(self)  # every numeric field by its meaning (marlbench.config)
         if self.minibatches > self.n_envs:
             raise ValueError("minibatches split the n_envs episodes: need minibatches <= n_envs")
-        if not (0 < self.gamma <= 1 and 0 <= self.gae_lambda <= 1 and self.clip > 0):
-            raise ValueError("need 0 < gamma <= 1, 0 <= gae_lambda <= 1 and clip > 0")
-        if self.actor_lr < 0 or self.critic_lr <= 0:
-            raise ValueError("learning rates must be positive (actor_lr may be 0)")
 
 
 # ---------------------------------------------------------------------------------------------

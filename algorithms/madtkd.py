@@ -52,7 +52,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from marlbench.api import Algorithm, AlgorithmSpec, EnvInfo, Policy, hookimpl
+from marlbench.api import Algorithm, AlgorithmSpec, EnvInfo, Policy, hookimpl, validate_config
 from marlbench.data import OfflineDataset
 from marlbench.errors import MarlbenchError
 from marlbench.nn import (
@@ -117,22 +117,14 @@ class MADTKDConfig:
 
     def __post_init__(self):
         self.betas = tuple(self.betas)  # a list when read back from config.json
-        for name in ("dim", "layers", "heads", "mlp_ratio", "context", "batch_size", "steps"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        validate_config(self)  # every numeric field by its meaning (marlbench.config)
         if self.dim % self.heads:
             raise ValueError(f"dim ({self.dim}) must be divisible by heads ({self.heads})")
-        if not 0 <= self.teacher_steps < self.steps:
-            raise ValueError(f"teacher_steps must be in [0, steps) so the students train, got "
+        if self.teacher_steps >= self.steps:
+            raise ValueError(f"teacher_steps must be below steps so the students train, got "
                              f"{self.teacher_steps} with steps={self.steps}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
-        if self.lr <= 0 or self.grad_clip <= 0 or self.weight_decay < 0:
-            raise ValueError("lr and grad_clip must be positive, weight_decay non-negative")
-        if self.alpha < 0 or self.beta < 0 or self.temperature <= 0:
-            raise ValueError("alpha and beta must be non-negative, temperature positive")
-        if len(self.betas) != 2 or not all(0.0 <= b < 1.0 for b in self.betas):
-            raise ValueError(f"betas must be two numbers in [0, 1), got {self.betas}")
+        if len(self.betas) != 2:
+            raise ValueError(f"betas must be two numbers, got {self.betas}")
 
 
 class _Tokens(nn.Module):

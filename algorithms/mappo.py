@@ -31,7 +31,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from marlbench.api import Algorithm, AlgorithmSpec, EnvInfo, EnvSpec, Policy, hookimpl
+from marlbench.api import (
+    Algorithm,
+    AlgorithmSpec,
+    EnvInfo,
+    EnvSpec,
+    Policy,
+    hookimpl,
+    validate_config,
+)
 from marlbench.errors import MarlbenchError
 from marlbench.nn import agent_one_hot, mask_logits, masked_mean, optimizer_step
 from marlbench.nn.ppo import (
@@ -75,13 +83,9 @@ class MAPPOConfig:
     steps: int = 3125  # updates: train_smac_*.sh --num_env_steps 1e7 / (8 envs x 400 steps)
 
     def __post_init__(self):
-        for name in ("hidden", "layers", "n_envs", "rollout", "epochs", "minibatches", "steps"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        validate_config(self)  # every numeric field by its meaning (marlbench.config)
         if self.minibatches > self.n_envs * self.rollout:
             raise ValueError("minibatches cannot exceed n_envs * rollout")
-        if not (0 < self.gamma <= 1 and 0 <= self.gae_lambda <= 1 and self.clip > 0):
-            raise ValueError("need 0 < gamma <= 1, 0 <= gae_lambda <= 1 and clip > 0")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -30,14 +30,14 @@ update; here a smaller batch of single transitions fits a CPU budget.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from marlbench.api import Algorithm, AlgorithmSpec, EnvInfo, Policy, hookimpl
+from marlbench.api import Algorithm, AlgorithmSpec, EnvInfo, Policy, hookimpl, validate_config
 from marlbench.data import OfflineDataset, TransitionBatch
 from marlbench.nn import FixedNormalizer, agent_inputs, dice, mask_logits, mlp
 from marlbench.policies import FeedForwardPolicy
@@ -64,7 +64,8 @@ class OptiDICEConfig:
     gamma: float = 0.99  # pymarl default.yaml `gamma: 0.99`
     lr: float = 5e-4  # README RWARE command lr=0.0005 (policy Adam)
     nu_lr: float = 5e-4  # README RWARE command nu_lr=0.0005 (ν Adam)
-    grad_penalty: float = 0.1  # README RWARE command nu_grad_penalty_coeff=0.1
+    # README RWARE command nu_grad_penalty_coeff=0.1
+    grad_penalty: float = field(default=0.1, metadata={"check": "non-negative"})
     # optidice_learner.py: init_nu = ν(states[:, 0]), the episodes' first states.
     init_states: str = "episode_start"
     # The authors sample 32 episodes (~16k transitions) per update on a GPU. 512 joint
@@ -78,16 +79,11 @@ class OptiDICEConfig:
     normalize_obs: bool = True  # README RWARE command standardize_obs=True
 
     def __post_init__(self):
-        for name in ("hidden", "layers", "batch_size", "steps"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
-        for name in ("lr", "nu_lr"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        validate_config(self)  # every numeric field by its meaning (marlbench.config)
         dice.validate(self.f, self.alpha)
-        if self.grad_penalty < 0 or not 0 <= self.gamma < 1:
-            raise ValueError(f"need grad_penalty >= 0 and 0 <= gamma < 1, got "
-                             f"{self.grad_penalty}, {self.gamma}")
+        if self.gamma >= 1:
+            raise ValueError(f"gamma must be < 1 (discounted stationary distributions), got "
+                             f"{self.gamma}")
         if self.init_states not in INIT_STATES:
             raise ValueError(f"init_states must be one of {INIT_STATES}, got "
                              f"{self.init_states!r}")

@@ -1,5 +1,5 @@
-"""The configs of BC, ICQ, OMAR, OMIGA and MADT check every numeric field by its meaning with
-the shared helper (marlbench.config.validate_config), also when built directly in Python."""
+"""Every algorithm's config checks every numeric field by its meaning with the shared helper
+(marlbench.config.validate_config), also when built directly in Python."""
 
 from __future__ import annotations
 
@@ -8,11 +8,17 @@ import re
 
 import pytest
 
+from marlbench.algorithms.alberdice import AlberDICEConfig
 from marlbench.algorithms.bc import BCConfig
 from marlbench.algorithms.icq import ICQConfig
+from marlbench.algorithms.mads4 import MADS4Config
+from marlbench.algorithms.mads4_finetune import MADS4FinetuneConfig
 from marlbench.algorithms.madt import MADTConfig
+from marlbench.algorithms.madtkd import MADTKDConfig
+from marlbench.algorithms.mappo import MAPPOConfig
 from marlbench.algorithms.omar import OMARConfig
 from marlbench.algorithms.omiga import OMIGAConfig
+from marlbench.algorithms.optidice import OptiDICEConfig
 from marlbench.errors import ConfigError
 
 CASES = [  # (config, field, bad value, message); the first of each was accepted before
@@ -27,12 +33,24 @@ CASES = [  # (config, field, bad value, message); the first of each was accepted
     (OMIGAConfig, "alpha", 0.0, "alpha must be > 0"),  # a divisor
     (MADTConfig, "target_scale", -1.0, "target_scale must be > 0"),
     (MADTConfig, "betas", (0.9, 1.0), "betas must be in [0, 1)"),
+    (MADS4Config, "lr", math.nan, "lr must be finite"),
+    (MADS4Config, "embed_dim", 0, "embed_dim must be > 0"),
+    (MADS4FinetuneConfig, "actor_lr", -1e-4, "actor_lr must be >= 0"),  # 0 (frozen) is fine
+    (MADS4FinetuneConfig, "gae_lambda", 1.5, "gae_lambda must be in [0, 1]"),
+    (MADTKDConfig, "temperature", 0.0, "temperature must be > 0"),
+    (MAPPOConfig, "entropy_coef", -0.1, "entropy_coef must be >= 0"),
+    (AlberDICEConfig, "ratio_max", 0.0, "ratio_max must be > 0"),
+    (AlberDICEConfig, "cql_coeff", -0.1, "cql_coeff must be >= 0"),
+    (OptiDICEConfig, "grad_penalty", -1.0, "grad_penalty must be >= 0"),
 ]
+ALL = [BCConfig, ICQConfig, OMARConfig, OMIGAConfig, MADTConfig, MADS4Config,
+       MADS4FinetuneConfig, MADTKDConfig, MAPPOConfig, AlberDICEConfig, OptiDICEConfig]
 
 
-@pytest.mark.parametrize("cls", [BCConfig, ICQConfig, OMARConfig, OMIGAConfig, MADTConfig])
+@pytest.mark.parametrize("cls", ALL)
 def test_defaults_are_valid(cls):
     cls()
+    cls(**{"actor_lr": 0.0} if cls is MADS4FinetuneConfig else {})
 
 
 @pytest.mark.parametrize(("cls", "name", "value", "message"), CASES,
@@ -40,3 +58,9 @@ def test_defaults_are_valid(cls):
 def test_bad_values_are_refused_by_meaning(cls, name, value, message):
     with pytest.raises(ConfigError, match=re.escape(message)):
         cls(**{name: value})
+
+
+@pytest.mark.parametrize("cls", [AlberDICEConfig, OptiDICEConfig])
+def test_dice_discounts_stay_below_one(cls):
+    with pytest.raises(ValueError, match="gamma must be < 1"):
+        cls(gamma=1.0)

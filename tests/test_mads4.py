@@ -177,7 +177,7 @@ def test_sharing_the_action_lets_the_successor_follow_a_random_draw(tmp_path):
 def test_bad_configs_and_checkpoints(reg, tiny_expert, tmp_path):
     with pytest.raises(ConfigError, match="even"):
         build_config(MADS4Config, {"d_state": "95"})
-    with pytest.raises(ConfigError, match="d_model must be positive"):
+    with pytest.raises(ConfigError, match="d_model must be > 0"):
         build_config(MADS4Config, {"d_model": "0"})
     info = reg.environment("rware-tiny-2ag").info
     a = MADS4(MADS4Config(**SMALL), info, torch.device("cpu"), 0)

@@ -25,7 +25,7 @@ def _algo(reg, env="rware-tiny-2ag", **overrides):
 
 
 def test_config_is_validated():
-    with pytest.raises(ConfigError, match="rollout must be positive"):
+    with pytest.raises(ConfigError, match="rollout must be > 0"):
         build_config(MAPPOConfig, {"rollout": "0"})
     with pytest.raises(ConfigError, match="gamma"):
         build_config(MAPPOConfig, {"gamma": "1.5"})
