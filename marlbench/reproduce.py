@@ -319,8 +319,10 @@ def report(presets: list[Preset], root: Path | None) -> str:
     base = results_root(root)
     try:
         results = load_results(base)
-        runs, older = results.runs, [b.name for b in results.older_boards]
+        runs = results.runs
+        boards = [b.name for b in results.boards]
+        older = [b.name for b in results.older_boards]
     except NoRunsError:  # no completed runs yet: every claim is "not run"
-        runs, older = [], []
+        runs, boards, older = [], [], []
     sections = [(p.name, [claims.judge(c, runs) for c in p.claims]) for p in presets]
-    return claims.to_markdown(sections, base.name, older)
+    return claims.to_markdown(sections, base.name, boards, older)

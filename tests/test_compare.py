@@ -306,6 +306,7 @@ def test_a_leaderboard_records_its_runs_for_later_verdicts(grid, tmp_path):
     (older / "comparison.json").write_text(json.dumps({"cells": []}))
     again = load_results(boards)
     assert again.older_boards == [older] and len(again.runs) == len(direct) + 10
+    assert again.boards == [boards / "one", boards / "two"]
     (boards / "two" / "comparison.json").write_text("{}")
     with pytest.raises(MarlbenchError, match="unreadable leaderboard"):
         load_results(boards)

@@ -182,16 +182,17 @@ DATA_CAVEAT = (
 
 
 def to_markdown(sections: Sequence[tuple[str, list[ClaimVerdict]]], source: str,
-                older_boards: Sequence[str] = ()) -> str:
+                boards: Sequence[str] = (), older_boards: Sequence[str] = ()) -> str:
     """REPRODUCTION.md: one summary table of every claim, then the per-task evidence."""
     commits = sorted({t.commit for _, verdicts in sections for v in verdicts for t in v.tasks
                       if t.commit})
+    where = (f"the runs recorded by the leaderboards under `{source}` ({', '.join(boards)})"
+             if boards else f"the completed runs under `{source}`")
     unread = (f" Leaderboards written before compare recorded their runs are not read: "
               f"{', '.join(older_boards)}." if older_boards else "")
     lines = ["# Reproduction report", "",
-             f"Written by `marlbench reproduce --report` from the completed runs under "
-             f"`{source}` (code commits judged on: "
-             f"{', '.join(c[:12] for c in commits) or 'none'}).{unread} {DATA_CAVEAT}", "",
+             f"Written by `marlbench reproduce --report` from {where} (code commits judged "
+             f"on: {', '.join(c[:12] for c in commits) or 'none'}).{unread} {DATA_CAVEAT}", "",
              "Tests: Welch's t-test on the run scores (mean evaluation return per seed), "
              f"two-sided, Holm-corrected across each claim's tasks, alpha {ALPHA}. A task "
              "*holds* when the claim's direction is significant, *ties* when the data show no "

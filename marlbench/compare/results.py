@@ -67,6 +67,7 @@ class Results:
     runs: list[RunRecord]
     failed: list[FailedCell] = field(default_factory=list)
     root: Path | None = None
+    boards: list[Path] = field(default_factory=list)  # the leaderboards the runs were read from
     older_boards: list[Path] = field(default_factory=list)  # leaderboards recording no runs
 
 
@@ -83,7 +84,8 @@ def load_results(root: Path | str, envs: Sequence[str] = (), algos: Sequence[str
     boards = sorted(root.glob("comparison.json")) + sorted(root.glob("*/comparison.json"))
     if boards:
         runs, older = _leaderboard_runs(boards)
-        return Results(_select(runs, envs, algos, datasets), [], root, older)
+        read = [b.parent for b in boards if b.parent not in older]
+        return Results(_select(runs, envs, algos, datasets), [], root, read, older)
     runs: list[RunRecord] = []
     failed: list[FailedCell] = []
     for algo_dir in sorted(p for p in root.glob("*/*/*") if p.is_dir()):
