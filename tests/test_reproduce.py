@@ -174,6 +174,11 @@ def test_a_task_is_judged_on_one_clean_commit_against_the_tables_rivals():
          if r.code_commit == "new" and r.algo == "y"]
     within = judge(Claim("x > y", "", "greater", algo="x", other="y", tasks=(t,)), boards)
     assert within.tasks[0].board == "short" and within.verdict == "reproduced"
+    # boards of one commit that agree (a table finished in two sweeps) are pooled
+    split = [replace(r, board="first" if r.algo == "x" else "second") for r in runs
+             if r.code_commit == "new"]
+    pooled = judge(Claim("x best", "", "best", algo="x", tasks=(t,), rivals=("y",)), split)
+    assert pooled.tasks[0].board == "first+second" and pooled.verdict == "reproduced"
     # best of a table needs the whole table
     partial = judge(Claim("x best", "", "best", algo="x", tasks=(t,), rivals=("y", "w")), runs)
     assert partial.verdict == "not run" and partial.tasks[0].missing == ("w",)

@@ -28,10 +28,11 @@ across the claim's tasks, alpha 0.05, as in `compare`):
 
 The rivals of ``best`` and ``not_worse`` are the other algorithms of the claim's part (Table 1's
 baselines), not whatever else was run on the task. Each task is judged on runs of one clean code
-commit (a table's cells must come from one commit), and, when read back from leaderboards, of one
-leaderboard: of those groups that hold the claim's algorithm, the one with the most compared
-algorithms, then the most runs, then the newest run. Runs of a modified tree (commit ``-dirty``)
-are never used.
+commit (a table's cells must come from one commit). Runs read back from several leaderboards of
+one commit are pooled unless two boards record different runs of one cell (e.g. Fig. 2's short
+MADS4 runs and Table 1's); then each board is judged apart. Of the groups that hold the claim's
+algorithm, the one with the most compared algorithms wins, then the most runs, then the newest
+run. Runs of a modified tree (commit ``-dirty``) are never used.
 """
 
 from __future__ import annotations
@@ -105,11 +106,23 @@ def _one_source(claim: Claim, task: str, runs: Sequence[RunRecord]
                 ) -> tuple[tuple[str, str] | None, dict[str, np.ndarray]]:
     """The (commit, leaderboard) this task is judged on, and each compared algorithm's run
     scores there."""
-    groups: dict[tuple[str, str], list[RunRecord]] = {}
+    by_commit: dict[str, list[RunRecord]] = {}
     for r in runs:
         if (r.task == task and _compared(claim, r.algo) and r.code_commit
                 and not r.code_commit.endswith("-dirty")):
-            groups.setdefault((r.code_commit, r.board), []).append(r)
+            by_commit.setdefault(r.code_commit, []).append(r)
+    groups: dict[tuple[str, str], list[RunRecord]] = {}
+    for commit, group in by_commit.items():
+        cells: dict[tuple[str, int], set[tuple[float, int]]] = {}
+        for r in group:
+            cells.setdefault((r.algo, r.seed), set()).add((r.return_mean, r.train_steps))
+        if all(len(v) == 1 for v in cells.values()):  # the boards agree: pool them, once each
+            once = {(r.algo, r.seed): r for r in group}
+            boards = "+".join(sorted({r.board for r in group if r.board}))
+            groups[(commit, boards)] = list(once.values())
+        else:
+            for r in group:
+                groups.setdefault((commit, r.board), []).append(r)
 
     def coverage(key: tuple[str, str]) -> tuple[bool, int, int, float]:
         group = groups[key]
@@ -199,8 +212,9 @@ def to_markdown(sections: Sequence[tuple[str, list[ClaimVerdict]]], source: str,
              "significant difference, *fails* when the opposite is significant. A claim to be "
              "*best* is tested against the strongest other algorithm of its table, once the "
              "whole table has run (2 seeds or more each). Each task is judged on the runs of "
-             "one clean code commit (column *commit*), and of one leaderboard when read back "
-             "from leaderboards; runs of modified trees are left out.", "",
+             "one clean code commit (column *commit*, with the leaderboards it was read from: "
+             "those of one commit are pooled unless they record different runs of one cell); "
+             "runs of modified trees are left out.", "",
              "| preset | claim | paper | ours | verdict |", "|---|---|---|---|---|"]
     for preset, verdicts in sections:
         for v in verdicts:
