@@ -313,12 +313,13 @@ def report(presets: list[Preset], root: Path | None) -> str:
     """REPRODUCTION.md for `presets`, judged on the completed runs under the results root (or
     on those recorded by the leaderboards in it: `load_results`)."""
     from marlbench.compare import claims
-    from marlbench.compare.results import load_results
+    from marlbench.compare.results import leaderboard_folders, load_recorded_runs, load_results
     from marlbench.errors import NoRunsError
 
     base = results_root(root)
     try:
-        results = load_results(base)
+        results = (load_recorded_runs(base) if leaderboard_folders(base)
+                   else load_results(base))
         runs = results.runs
         boards = [b.name for b in results.boards]
         older = [b.name for b in results.older_boards]

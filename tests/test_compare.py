@@ -286,30 +286,33 @@ def test_cli_prints_and_writes_every_format(grid, tmp_path):
 
 
 def test_a_leaderboard_records_its_runs_for_later_verdicts(grid, tmp_path):
-    from marlbench.compare.results import load_results
+    from marlbench.compare.results import load_recorded_runs, load_results
 
     boards = tmp_path / "boards"
-    for name, algos in (("one", "a,b"), ("two", "b,c")):  # overlapping: b is read once
+    for name, algos in (("one", "a,b"), ("two", "b,c")):  # overlapping: b is in both
         res = _invoke("compare", str(grid), "--reps", "0", "--algos", algos, "--out",
                       str(boards / name))
         assert res.exit_code == 0, res.output
     key = lambda r: (r.task, r.algo, r.seed)  # noqa: E731
     direct = sorted(load_results(grid).runs, key=key)
-    recorded = sorted((r for r in load_results(boards).runs if r.board == "one" or r.algo == "c"),
+    recorded = sorted((r for r in load_recorded_runs(boards).runs
+                       if r.board == "one" or r.algo == "c"),
                       key=key)  # each board keeps its own runs: b is in both
     assert [(key(r), r.return_mean, r.episode_returns, r.code_commit, r.references)
             for r in recorded] == [(key(r), r.return_mean, r.episode_returns, r.code_commit,
                                     r.references) for r in direct]
-    assert len(load_results(boards / "one", algos=["a"]).runs) == 10
+    assert len(load_recorded_runs(boards / "one").runs) == 20
     older = boards / "older"  # written before compare recorded runs: named, not read
     older.mkdir()
     (older / "comparison.json").write_text(json.dumps({"cells": []}))
-    again = load_results(boards)
+    again = load_recorded_runs(boards)
     assert again.older_boards == [older] and len(again.runs) == len(direct) + 10
     assert again.boards == [boards / "one", boards / "two"]
+    # compare itself reads run folders only: a folder of leaderboards has none
+    assert "no completed runs" in _invoke("compare", str(boards)).output
     (boards / "two" / "comparison.json").write_text("{}")
     with pytest.raises(MarlbenchError, match="unreadable leaderboard"):
-        load_results(boards)
+        load_recorded_runs(boards)
 
 
 def test_cli_reports_bad_input_in_one_line(grid, tmp_path):

@@ -74,18 +74,10 @@ class Results:
 def load_results(root: Path | str, envs: Sequence[str] = (), algos: Sequence[str] = (),
                  datasets: Sequence[str] = ()) -> Results:
     """Every completed run under `root` (``<env>/<dataset>/<algo>/seed-<k>/run.json``),
-    keeping only the given envs / algorithms / datasets when filters are set.
-
-    A folder of `compare` outputs (``comparison.json``, e.g. the committed
-    ``results/leaderboard``) is read as the runs its leaderboards recorded."""
+    keeping only the given envs / algorithms / datasets when filters are set."""
     root = Path(root)
     if not root.is_dir():
         raise NoRunsError(f"results folder {root} does not exist")
-    boards = sorted(root.glob("comparison.json")) + sorted(root.glob("*/comparison.json"))
-    if boards:
-        runs, older = _leaderboard_runs(boards)
-        read = [b.parent for b in boards if b.parent not in older]
-        return Results(_select(runs, envs, algos, datasets), [], root, read, older)
     runs: list[RunRecord] = []
     failed: list[FailedCell] = []
     for algo_dir in sorted(p for p in root.glob("*/*/*") if p.is_dir()):
@@ -126,10 +118,26 @@ def _read_run(path: Path, env: str, dataset: str, algo: str, seed: int) -> RunRe
                      command=summary.get("command", ""), path=path)
 
 
+def leaderboard_folders(root: Path | str) -> list[Path]:
+    """The `compare` outputs (folders with a comparison.json) at `root` or one level below."""
+    root = Path(root)
+    return [p.parent for p in sorted(root.glob("comparison.json"))
+            + sorted(root.glob("*/comparison.json"))]
+
+
+def load_recorded_runs(root: Path | str) -> Results:
+    """The runs recorded by the leaderboards under `root` (e.g. the committed
+    ``results/leaderboard``), for judging claims where the run folders are gone. Their
+    ``path`` is None (no curves); two leaderboards may hold different runs of one cell (other
+    options, same commit), so each run keeps its board's name."""
+    folders = leaderboard_folders(root)
+    if not folders:
+        raise NoRunsError(f"no leaderboards (comparison.json) under {root}")
+    runs, older = _leaderboard_runs([f / "comparison.json" for f in folders])
+    return Results(runs, [], Path(root), [f for f in folders if f not in older], older)
+
+
 def _leaderboard_runs(boards: Sequence[Path]) -> tuple[list[RunRecord], list[Path]]:
-    """The runs recorded by these comparison.json files, and the folders of those written
-    before compare recorded runs. Two leaderboards may hold different runs of one cell (other
-    options, same commit), so each run keeps its board."""
     runs: list[RunRecord] = []
     older = []
     for board in boards:
