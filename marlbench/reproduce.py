@@ -26,6 +26,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from marlbench.compare.claims import KINDS, Claim
 from marlbench.errors import ConfigError, UnknownNameError
 from marlbench.runner import EVAL_EPISODES, RunOptions, results_root
@@ -265,20 +267,53 @@ def estimate(folder: str, env: str, n_agents: int, steps: int, eval_episodes: in
              ) -> tuple[float | None, str]:
     """(seconds, basis) of one cell; None when nothing of this algorithm was measured. A
     labelled variant (`folder` != `algo`) with no runs of its own is costed as its algorithm
-    (its options may change the cost: the basis says so)."""
+    (its options may change the cost: the basis says so).
+
+    An unmeasured task is priced from the algorithm's runs on its own family (rware, smax):
+    a task with as many agents costs the same per step (RWARE's observations do not grow with
+    the map); between or beyond measured agent counts the cost is the least-squares line in the
+    agent count (the per-agent work plus a fixed part); with one agent count only, it scales in
+    proportion. Another family's runs are a last resort, scaled in proportion."""
     runs, like = measured.get(folder, []), ""
     if not runs and algo and algo != folder and measured.get(algo):
         runs, like = measured[algo], f" (as {algo})"
-    same = [m for m in runs if m.env == env]
-    use, scale, basis = (same, 1.0, "measured") if same else (runs, None, "scaled")
-    if not use:
+    if not runs:
         return None, "no measurement"
-    per_step = statistics.median(m.seconds_per_step for m in use)
-    per_episode = statistics.median(m.eval_seconds_per_episode for m in use)
-    if scale is None:
-        scale = n_agents / statistics.median(m.n_agents for m in use)
-        basis = f"scaled from {use[0].env}"
-    return scale * (per_step * steps + per_episode * eval_episodes), basis + like
+    same = [m for m in runs if m.env == env]
+    if same:
+        return _cost(same, steps, eval_episodes), "measured" + like
+    family = [m for m in runs if _family(m.env) == _family(env)]
+    peers = [m for m in family if m.n_agents == n_agents]
+    if peers:
+        return _cost(peers, steps, eval_episodes), f"as {_envs(peers)}" + like
+    counts = sorted({m.n_agents for m in family})
+    if len(counts) >= 2:
+        by_count = [[m for m in family if m.n_agents == c] for c in counts]
+        per_count = [_cost(group, steps, eval_episodes) for group in by_count]
+        slope, intercept = np.polyfit(counts, per_count, 1)
+        seconds = slope * n_agents + intercept
+        if seconds <= 0:  # a noisy line extrapolated below zero: scale the nearest count
+            near = min(range(len(counts)), key=lambda i: abs(counts[i] - n_agents))
+            seconds = per_count[near] * n_agents / counts[near]
+        return float(seconds), f"fitted on {_envs(family)}" + like
+    use = family or runs
+    scale = n_agents / statistics.median(m.n_agents for m in use)
+    return scale * _cost(use, steps, eval_episodes), f"scaled from {_envs(use)}" + like
+
+
+def _family(env: str) -> str:
+    return env.split("-", 1)[0]
+
+
+def _envs(runs: list[Measured]) -> str:
+    return ", ".join(sorted({m.env for m in runs}))
+
+
+def _cost(runs: list[Measured], steps: int, eval_episodes: int) -> float:
+    """Median measured training and evaluation time of `runs`, at this budget."""
+    per_step = statistics.median(m.seconds_per_step for m in runs)
+    per_episode = statistics.median(m.eval_seconds_per_episode for m in runs)
+    return per_step * steps + per_episode * eval_episodes
 
 
 def cell_steps(reg, task) -> int:

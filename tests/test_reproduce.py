@@ -110,17 +110,35 @@ def test_a_preset_runs_resumes_and_keeps_variants_apart(tmp_path, tiny_expert):
     assert "no measurement" not in dry.output and "measured" in dry.output
 
 
+def _measured(env, n_agents, per_step, per_episode=1.0):
+    return rp.Measured(env=env, n_agents=n_agents, seconds_per_step=per_step,
+                       eval_seconds_per_episode=per_episode, steps=100)
+
+
 def test_estimates_scale_by_steps_and_agents():
-    m = {"bc": [rp.Measured(env="a", n_agents=2, seconds_per_step=0.01,
-                            eval_seconds_per_episode=1.0, steps=100)]}
-    assert rp.estimate("bc", "a", 2, 1000, 10, m) == (pytest.approx(20.0), "measured")
-    seconds, basis = rp.estimate("bc", "b", 4, 1000, 10, m)
-    assert seconds == pytest.approx(40.0) and basis == "scaled from a"
-    assert rp.estimate("icq", "a", 2, 1000, 10, m) == (None, "no measurement")
+    m = {"bc": [_measured("rware-a-2ag", 2, 0.01)]}
+    assert rp.estimate("bc", "rware-a-2ag", 2, 1000, 10, m) == (pytest.approx(20.0), "measured")
+    seconds, basis = rp.estimate("bc", "rware-b-4ag", 4, 1000, 10, m)
+    assert seconds == pytest.approx(40.0) and basis == "scaled from rware-a-2ag"
+    assert rp.estimate("icq", "rware-a-2ag", 2, 1000, 10, m) == (None, "no measurement")
     # a labelled variant with no runs of its own is priced as its algorithm, and says so
-    assert rp.estimate("bc-wide", "a", 2, 1000, 10, m, "bc") == (pytest.approx(20.0),
-                                                                 "measured (as bc)")
-    assert rp.estimate("bc-wide", "a", 2, 1000, 10, m) == (None, "no measurement")
+    assert rp.estimate("bc-wide", "rware-a-2ag", 2, 1000, 10, m, "bc") == (
+        pytest.approx(20.0), "measured (as bc)")
+    assert rp.estimate("bc-wide", "rware-a-2ag", 2, 1000, 10, m) == (None, "no measurement")
+
+
+def test_estimates_prefer_the_same_agent_count_then_a_line_in_agents_within_the_family():
+    m = {"bc": [_measured("rware-a-2ag", 2, 0.01), _measured("rware-a-6ag", 6, 0.03),
+                _measured("smax-x", 6, 1.0)]}
+    # another map with as many agents: its cost, unscaled
+    assert rp.estimate("bc", "rware-b-6ag", 6, 1000, 0, m) == (pytest.approx(30.0),
+                                                                "as rware-a-6ag")
+    # between two agent counts: the line through them (10 s at 2 agents, 30 s at 6)
+    seconds, basis = rp.estimate("bc", "rware-b-4ag", 4, 1000, 0, m)
+    assert seconds == pytest.approx(20.0) and basis == "fitted on rware-a-2ag, rware-a-6ag"
+    # a family with no run of its own falls back to every run, scaled in proportion
+    seconds, basis = rp.estimate("bc", "mpe-z", 4, 1000, 0, {"bc": [_measured("smax-x", 2, 0.01)]})
+    assert seconds == pytest.approx(20.0) and basis == "scaled from smax-x"
 
 
 def _runs(task, algo, scores, commit="abc"):
