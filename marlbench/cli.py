@@ -809,7 +809,7 @@ def _print_reproduce_plan(reg, spec, planned, options, jobs) -> None:
     from marlbench import reproduce as rp
     from marlbench.runner import is_complete
 
-    measured = rp.measurements(options.results_root)
+    measured, family_of = rp.measurements(options.results_root), rp.env_families(reg)
     t = Table(title=f"{spec.title} ({spec.paper})", title_justify="left")
     for col in ("part", "feeds", "algorithm", "env", "dataset", "seed", "state", "estimate",
                 "basis"):
@@ -832,7 +832,7 @@ def _print_reproduce_plan(reg, spec, planned, options, jobs) -> None:
             n_agents = reg.environment(env).info.n_agents
             variant_of = task.cell.algo if part.stage == "offline" and part.label else None
             seconds, basis = rp.estimate(folder, env, n_agents, steps, episodes, measured,
-                                         variant_of)
+                                         family_of, variant_of)
             if not done:
                 to_run += 1
                 if seconds is None:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import statistics
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
@@ -263,13 +264,14 @@ def measured_run(summary: dict[str, Any]) -> Measured:
 
 
 def estimate(folder: str, env: str, n_agents: int, steps: int, eval_episodes: int,
-             measured: dict[str, list[Measured]], algo: str | None = None
-             ) -> tuple[float | None, str]:
+             measured: dict[str, list[Measured]], family_of: Callable[[str], str],
+             algo: str | None = None) -> tuple[float | None, str]:
     """(seconds, basis) of one cell; None when nothing of this algorithm was measured. A
     labelled variant (`folder` != `algo`) with no runs of its own is costed as its algorithm
     (its options may change the cost: the basis says so).
 
-    An unmeasured task is priced from the algorithm's runs on its own family (rware, smax):
+    An unmeasured task is priced from the algorithm's runs on its own family (`family_of`:
+    an env name's EnvSpec.family, e.g. rware, smax):
     a task with as many agents costs the same per step (RWARE's observations do not grow with
     the map); between or beyond measured agent counts the cost is the least-squares line in the
     agent count (the per-agent work plus a fixed part); with one agent count only, it scales in
@@ -282,7 +284,7 @@ def estimate(folder: str, env: str, n_agents: int, steps: int, eval_episodes: in
     same = [m for m in runs if m.env == env]
     if same:
         return _cost(same, steps, eval_episodes), "measured" + like
-    family = [m for m in runs if _family(m.env) == _family(env)]
+    family = [m for m in runs if family_of(m.env) == family_of(env)]
     peers = [m for m in family if m.n_agents == n_agents]
     if peers:
         return _cost(peers, steps, eval_episodes), f"as {_envs(peers)}" + like
@@ -301,8 +303,12 @@ def estimate(folder: str, env: str, n_agents: int, steps: int, eval_episodes: in
     return scale * _cost(use, steps, eval_episodes), f"scaled from {_envs(use)}" + like
 
 
-def _family(env: str) -> str:
-    return env.split("-", 1)[0]
+def env_families(reg) -> Callable[[str], str]:
+    """env name -> its EnvSpec.family; a task no longer installed is a family of its own."""
+    def family_of(env: str) -> str:
+        installed = reg.environments.get(env)
+        return installed[0].family if installed else env
+    return family_of
 
 
 def _envs(runs: list[Measured]) -> str:

@@ -115,30 +115,50 @@ def _measured(env, n_agents, per_step, per_episode=1.0):
                        eval_seconds_per_episode=per_episode, steps=100)
 
 
+# families as EnvSpec declares them; "lbf-x" belongs to rware's family despite its name
+FAMILIES = {"rware-a-2ag": "rware", "rware-a-6ag": "rware", "rware-b-4ag": "rware",
+            "rware-b-6ag": "rware", "lbf-x-6ag": "rware", "smax-x": "smax", "mpe-z": "mpe"}
+_family = FAMILIES.__getitem__
+
+
 def test_estimates_scale_by_steps_and_agents():
     m = {"bc": [_measured("rware-a-2ag", 2, 0.01)]}
-    assert rp.estimate("bc", "rware-a-2ag", 2, 1000, 10, m) == (pytest.approx(20.0), "measured")
-    seconds, basis = rp.estimate("bc", "rware-b-4ag", 4, 1000, 10, m)
+    assert rp.estimate("bc", "rware-a-2ag", 2, 1000, 10, m, _family) == (pytest.approx(20.0),
+                                                                          "measured")
+    seconds, basis = rp.estimate("bc", "rware-b-4ag", 4, 1000, 10, m, _family)
     assert seconds == pytest.approx(40.0) and basis == "scaled from rware-a-2ag"
-    assert rp.estimate("icq", "rware-a-2ag", 2, 1000, 10, m) == (None, "no measurement")
+    assert rp.estimate("icq", "rware-a-2ag", 2, 1000, 10, m, _family) == (None, "no measurement")
     # a labelled variant with no runs of its own is priced as its algorithm, and says so
-    assert rp.estimate("bc-wide", "rware-a-2ag", 2, 1000, 10, m, "bc") == (
+    assert rp.estimate("bc-wide", "rware-a-2ag", 2, 1000, 10, m, _family, "bc") == (
         pytest.approx(20.0), "measured (as bc)")
-    assert rp.estimate("bc-wide", "rware-a-2ag", 2, 1000, 10, m) == (None, "no measurement")
+    assert rp.estimate("bc-wide", "rware-a-2ag", 2, 1000, 10, m, _family) == (
+        None, "no measurement")
 
 
 def test_estimates_prefer_the_same_agent_count_then_a_line_in_agents_within_the_family():
     m = {"bc": [_measured("rware-a-2ag", 2, 0.01), _measured("rware-a-6ag", 6, 0.03),
                 _measured("smax-x", 6, 1.0)]}
     # another map with as many agents: its cost, unscaled
-    assert rp.estimate("bc", "rware-b-6ag", 6, 1000, 0, m) == (pytest.approx(30.0),
+    assert rp.estimate("bc", "rware-b-6ag", 6, 1000, 0, m, _family) == (pytest.approx(30.0),
                                                                 "as rware-a-6ag")
     # between two agent counts: the line through them (10 s at 2 agents, 30 s at 6)
-    seconds, basis = rp.estimate("bc", "rware-b-4ag", 4, 1000, 0, m)
+    seconds, basis = rp.estimate("bc", "rware-b-4ag", 4, 1000, 0, m, _family)
     assert seconds == pytest.approx(20.0) and basis == "fitted on rware-a-2ag, rware-a-6ag"
     # a family with no run of its own falls back to every run, scaled in proportion
-    seconds, basis = rp.estimate("bc", "mpe-z", 4, 1000, 0, {"bc": [_measured("smax-x", 2, 0.01)]})
+    only_smax = {"bc": [_measured("smax-x", 2, 0.01)]}
+    seconds, basis = rp.estimate("bc", "mpe-z", 4, 1000, 0, only_smax, _family)
     assert seconds == pytest.approx(20.0) and basis == "scaled from smax-x"
+    # the family is the one the env declares, not its name's prefix
+    assert rp.estimate("bc", "lbf-x-6ag", 6, 1000, 0, m, _family) == (pytest.approx(30.0),
+                                                                       "as rware-a-6ag")
+
+
+def test_env_families_come_from_the_registry():
+    from marlbench.plugins import registry
+
+    family_of = rp.env_families(registry())
+    assert family_of("rware-tiny-2ag") == "rware"
+    assert family_of("no-such-task") == "no-such-task"  # uninstalled: a family of its own
 
 
 def _runs(task, algo, scores, commit="abc"):
@@ -274,5 +294,8 @@ def test_a_fresh_install_prices_cells_from_the_shipped_reference_runs(tmp_path):
     shipped = rp.measurements(tmp_path / "empty")  # no local runs: the packaged figures
     assert shipped, "presets/cell_costs.json holds no reference runs"
     algo, rows = next(iter(shipped.items()))
-    seconds, basis = rp.estimate(algo, rows[0].env, rows[0].n_agents, 1000, 30, shipped)
+    from marlbench.plugins import registry
+
+    seconds, basis = rp.estimate(algo, rows[0].env, rows[0].n_agents, 1000, 30, shipped,
+                                 rp.env_families(registry()))
     assert seconds is not None and seconds > 0 and basis == "measured"
