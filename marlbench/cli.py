@@ -861,7 +861,8 @@ COMPARE_FORMATS = ("table", "markdown", "latex", "csv", "json", "marl-eval")
 
 @main.command()
 @click.argument("results_dir", required=False, type=click.Path(path_type=Path))
-@click.option("--envs", default=None, help="Only these env tasks (comma-separated).")
+@click.option("--envs", default=None,
+              help="Only these env tasks (comma-separated; also their row order).")
 @click.option("--algos", default=None,
               help="Only these algorithms (comma-separated; also their column order).")
 @click.option("--datasets", "dataset_names", default=None,
@@ -912,10 +913,10 @@ def compare(results_dir, envs, algos, dataset_names, pairs, fmt, out_dir, reps, 
         check_writable_dir(out_dir, "report")
     reporter = _reporter(False)
     root = results_root(results_dir)
-    algo_list = parse_names(algos)
-    results = cmp.load_results(root, parse_names(envs), algo_list, parse_names(dataset_names))
+    algo_list, env_list = parse_names(algos), parse_names(envs)
+    results = cmp.load_results(root, env_list, algo_list, parse_names(dataset_names))
     comp = cmp.compare(results, pair_list, algo_list, reps=reps, seed=seed,
-                       alpha=alpha, holm_family=holm_family)
+                       alpha=alpha, holm_family=holm_family, env_order=env_list)
     for warning in comp.warnings:
         reporter.warn(warning)
     if fmt == "table":

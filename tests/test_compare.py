@@ -266,6 +266,9 @@ def test_cli_prints_and_writes_every_format(grid, tmp_path):
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
     board = (out / "leaderboard.md").read_text()
     assert "| task | seeds | c | a | b |" in board  # --algos sets the column order
+    rows = _invoke(*base, "--envs", "rware-tiny-4ag,rware-tiny-2ag", "--format", "markdown")
+    table = rows.output.split("## Returns per task")[1]
+    assert table.index("rware-tiny-4ag/expert") < table.index("rware-tiny-2ag/expert")  # rows
     assert "![Performance profile" in board and "marlbench sweep --algos a" in board
     assert "marlbench compare" in board.split("## Reproduce")[1]
     marl_eval = json.loads((out / "marl_eval.json").read_text())

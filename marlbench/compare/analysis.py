@@ -125,9 +125,11 @@ class Comparison:
 def compare(results: Results, pairs: Sequence[tuple[str, str]] = (),
             algo_order: Sequence[str] = (), reps: int = stats.BOOTSTRAP_REPS,
             seed: int = 0, alpha: float = stats.ALPHA,
-            holm_family: HolmFamily = "task") -> Comparison:
+            holm_family: HolmFamily = "task", env_order: Sequence[str] = ()) -> Comparison:
     """Build every table of `marlbench compare` from `results`. `holm_family`: Holm-correct
-    each task's tests together ("task") or every test of the table together ("table")."""
+    each task's tests together ("task") or every test of the table together ("table").
+    `algo_order` / `env_order` put those columns / rows first, in that order (a paper's
+    table order: tiny before small, 2 agents before 6); the rest follow by name."""
     if holm_family not in HOLM_FAMILIES:
         raise MarlbenchError(f"unknown Holm family {holm_family!r}: use "
                              f"{' or '.join(HOLM_FAMILIES)}")
@@ -136,7 +138,9 @@ def compare(results: Results, pairs: Sequence[tuple[str, str]] = (),
         groups[(r.task, r.algo)].append(r)
     present = {a for _, a in groups}
     algos = [a for a in algo_order if a in present] + sorted(present - set(algo_order))
-    tasks = sorted({t for t, _ in groups})
+    rank = {env: i for i, env in enumerate(env_order)}
+    tasks = sorted({t for t, _ in groups},
+                   key=lambda t: (rank.get(t.split("/")[0], len(rank)), t))
     cells = {key: TableCell(*key, sorted(runs, key=lambda r: r.seed))
              for key, runs in groups.items()}
     comp = Comparison(tasks, algos, cells, results, alpha=alpha, reps=reps,
