@@ -11,6 +11,7 @@ from click.testing import CliRunner
 from marlbench import reproduce as rp
 from marlbench.cli import main
 from marlbench.errors import ConfigError, UnknownNameError
+from marlbench.plugins import registry
 from marlbench.runner import RunOptions
 
 TINY = """
@@ -139,8 +140,8 @@ def test_estimates_prefer_the_same_agent_count_then_a_line_in_agents_within_the_
     m = {"bc": [_measured("rware-a-2ag", 2, 0.01), _measured("rware-a-6ag", 6, 0.03),
                 _measured("smax-x", 6, 1.0)]}
     # another map with as many agents: its cost, unscaled
-    assert rp.estimate("bc", "rware-b-6ag", 6, 1000, 0, m, _family) == (pytest.approx(30.0),
-                                                                "as rware-a-6ag")
+    assert rp.estimate("bc", "rware-b-6ag", 6, 1000, 0, m, _family) == (
+        pytest.approx(30.0), "as rware-a-6ag")
     # between two agent counts: the line through them (10 s at 2 agents, 30 s at 6)
     seconds, basis = rp.estimate("bc", "rware-b-4ag", 4, 1000, 0, m, _family)
     assert seconds == pytest.approx(20.0) and basis == "fitted on rware-a-2ag, rware-a-6ag"
@@ -149,13 +150,11 @@ def test_estimates_prefer_the_same_agent_count_then_a_line_in_agents_within_the_
     seconds, basis = rp.estimate("bc", "mpe-z", 4, 1000, 0, only_smax, _family)
     assert seconds == pytest.approx(20.0) and basis == "scaled from smax-x"
     # the family is the one the env declares, not its name's prefix
-    assert rp.estimate("bc", "lbf-x-6ag", 6, 1000, 0, m, _family) == (pytest.approx(30.0),
-                                                                       "as rware-a-6ag")
+    assert rp.estimate("bc", "lbf-x-6ag", 6, 1000, 0, m, _family) == (
+        pytest.approx(30.0), "as rware-a-6ag")
 
 
 def test_env_families_come_from_the_registry():
-    from marlbench.plugins import registry
-
     family_of = rp.env_families(registry())
     assert family_of("rware-tiny-2ag") == "rware"
     assert family_of("no-such-task") == "no-such-task"  # uninstalled: a family of its own
@@ -294,8 +293,6 @@ def test_a_fresh_install_prices_cells_from_the_shipped_reference_runs(tmp_path):
     shipped = rp.measurements(tmp_path / "empty")  # no local runs: the packaged figures
     assert shipped, "presets/cell_costs.json holds no reference runs"
     algo, rows = next(iter(shipped.items()))
-    from marlbench.plugins import registry
-
     seconds, basis = rp.estimate(algo, rows[0].env, rows[0].n_agents, 1000, 30, shipped,
                                  rp.env_families(registry()))
     assert seconds is not None and seconds > 0 and basis == "measured"
