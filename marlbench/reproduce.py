@@ -39,7 +39,8 @@ else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
 BUDGETS = ("cpu", "paper")
-_CLAIM_KEYS = {"text", "paper", "kind", "algo", "other", "part", "envs", "reason"}
+_CLAIM_KEYS = {"text", "paper", "kind", "algo", "other", "part", "envs", "reason", "source",
+               "measure"}
 _PART_KEYS = {"name", "feeds", "algos", "envs", "datasets", "set", "label", "stage", "from",
               "scratch", "steps"}
 
@@ -139,7 +140,11 @@ def _claim(preset: str, i: int, c: dict[str, Any], parts: list[Part]) -> Claim:
         raise ConfigError(f"{where} needs text and a kind in {KINDS} (unknown keys: {unknown})")
     tasks: tuple[str, ...] = ()
     rivals: tuple[str, ...] = ()
-    if c["kind"] != "untestable":
+    if c["kind"] == "faster":
+        if not all(c.get(k) for k in ("algo", "other", "source", "measure")):
+            raise ConfigError(f"{where} (faster) needs algo, other, source and measure")
+        tasks = (c["measure"],)
+    elif c["kind"] != "untestable":
         by_name = {p.name: p for p in parts}
         part = by_name.get(c.get("part", ""))
         pairwise = c["kind"] in ("greater", "similar")
@@ -154,7 +159,8 @@ def _claim(preset: str, i: int, c: dict[str, Any], parts: list[Part]) -> Claim:
             rivals = tuple(a for a in (part.label,) if a) or part.algos
     return Claim(text=c["text"], paper=c.get("paper", ""), kind=c["kind"], algo=c.get("algo"),
                  other=c.get("other"), tasks=tasks,
-                 rivals=tuple(a for a in rivals if a != c.get("algo")), reason=c.get("reason", ""))
+                 rivals=tuple(a for a in rivals if a != c.get("algo")), reason=c.get("reason", ""),
+                 source=c.get("source", ""))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -366,5 +372,16 @@ def report(presets: list[Preset], root: Path | None) -> str:
         older = [b.name for b in results.older_boards]
     except NoRunsError:  # no completed runs yet: every claim is "not run"
         runs, boards, older = [], [], []
-    sections = [(p.name, [claims.judge(c, runs) for c in p.claims]) for p in presets]
+    sections = [(p.name, [claims.judge(c, runs, bench=_bench(base, c)) for c in p.claims])
+                for p in presets]
     return claims.to_markdown(sections, base.name, boards, older)
+
+
+def _bench(base: Path, claim) -> dict | None:
+    """A speed claim's bench timings (its `source` under the results root), if measured."""
+    if claim.kind != "faster" or not (base / claim.source).is_file():
+        return None
+    try:
+        return json.loads((base / claim.source).read_text())
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{base / claim.source}: not a bench result ({exc})") from None

@@ -229,6 +229,55 @@ def test_a_task_is_judged_on_one_clean_commit_against_the_tables_rivals():
                  only_old).verdict == "not run"
 
 
+def test_speed_claims_are_judged_on_a_clean_bench_runs_repeated_timings():
+    from marlbench.compare.claims import Claim, judge
+
+    bench = {"code_commit": "abc", "conditions": "quiet", "models": {
+        "s4": {"train_s": [1.0, 1.1, 0.9], "latency_ms": {"500": [0.40, 0.42, 0.41]}},
+        "tf": {"train_s": [2.5, 2.4, 2.6], "latency_ms": {"500": [0.41, 0.40, 0.42]}}}}
+    train = Claim("s4 trains faster", "", "faster", algo="s4", other="tf", tasks=("train_s",),
+                  source="speed.json")
+    v = judge(train, [], bench=bench)
+    assert v.verdict == "reproduced" and v.tasks[0].seeds == {"s4": 3, "tf": 3}
+    assert "quiet" in v.tasks[0].board and v.tasks[0].commit == "abc"
+    slower = judge(Claim("tf trains faster", "", "faster", algo="tf", other="s4",
+                         tasks=("train_s",)), [], bench=bench)
+    assert slower.verdict == "not reproduced"
+    acting = judge(Claim("s4 acts faster", "", "faster", algo="s4", other="tf",
+                         tasks=("latency_ms@500",)), [], bench=bench)
+    assert acting.verdict == "not shown" and acting.tasks[0].outcome == "ties"
+    dirty = judge(train, [], bench={**bench, "code_commit": "abc-dirty"})
+    assert judge(train, [], bench=None).verdict == dirty.verdict == "not run"
+
+
+def test_a_speed_claim_reads_its_bench_file_under_the_results_root(tmp_path):
+    preset = tmp_path / "speed.toml"
+    preset.write_text(TINY + """
+[[claim]]
+text = "bc trains faster than its wide variant"
+kind = "faster"
+algo = "bc"
+other = "bc-wide"
+source = "speed/bench.json"
+measure = "train_s"
+""")
+    assert rp.load_preset(str(preset)).claims[0].tasks == ("train_s",)
+    results = tmp_path / "results"
+    (results / "speed").mkdir(parents=True)
+    (results / "speed" / "bench.json").write_text(json.dumps(
+        {"code_commit": "abc", "conditions": "loaded", "models": {
+            "bc": {"train_s": [1.0, 1.1, 1.2]}, "bc-wide": {"train_s": [3.0, 3.1, 3.3]}}}))
+    text = rp.report([rp.load_preset(str(preset))], results)
+    assert "| train_s | abc (speed/bench.json, loaded) | bc | 1.10 | bc-wide | 3.13 | 3 vs 3 |" \
+        in text and "**reproduced**" in text
+    (results / "speed" / "bench.json").write_text("{not json")
+    with pytest.raises(ConfigError, match="not a bench result"):
+        rp.report([rp.load_preset(str(preset))], results)
+    preset.write_text(preset.read_text().replace('measure = "train_s"\n', ""))
+    with pytest.raises(ConfigError, match="needs algo, other, source and measure"):
+        rp.load_preset(str(preset))
+
+
 def test_the_report_command_judges_every_preset_on_the_runs(tmp_path):
     out = tmp_path / "REPRODUCTION.md"
     res = CliRunner().invoke(main, ["reproduce", "--report", str(out), "--results",
@@ -238,6 +287,7 @@ def test_the_report_command_judges_every_preset_on_the_runs(tmp_path):
     for name in rp.available():
         assert f"## {name}" in text
     assert "**not testable here**" in text and "SMAX has no colossus" in text
+    assert "S4 trains cheaper than a transformer" in text  # no bench file there: not run
 
 
 TWO_STAGE = """

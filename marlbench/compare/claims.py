@@ -5,11 +5,13 @@ Each preset (`marlbench.reproduce`) lists the claims its grid can decide, in pla
     [[claim]]
     text = "MADS4 is best on every RWARE task"
     paper = "Table 1, §5.2: best on 6/6 tasks, significant"
-    kind = "best"            # best | not_worse | greater | similar | untestable
-    algo = "mads4"           # best: this one; greater/similar: algo vs other
+    kind = "best"            # best | not_worse | greater | similar | faster | untestable
+    algo = "mads4"           # best: this one; greater/similar/faster: algo vs other
     other = "ids4"
     part = "table1"          # the tasks: envs x datasets of this part (default: every part's)
     reason = "..."           # untestable: why
+    source = "speed/x.json"  # faster: a bench's timings (`--json`), under the results root
+    measure = "train_s"      # faster: which timing (train_s, latency_ms@500, ...)
 
 Verdicts, per task then for the claim (Welch's t-test on the run scores, two-sided, Holm-corrected
 across the claim's tasks, alpha 0.05, as in `compare`):
@@ -23,6 +25,9 @@ across the claim's tasks, alpha 0.05, as in `compare`):
 - ``greater``: as ``best``, against one named opponent.
 - ``similar``: *reproduced* when no task shows a significant difference (which, with few seeds,
   is weak evidence: the report prints the differences), *not reproduced* otherwise.
+- ``faster``: a speed claim, judged on the repeated timings of one bench run written with
+  ``--json`` (its single task is the measure): *holds* when the algorithm's mean time is lower
+  and Welch's test on the repeats is significant. A bench run of a modified tree is not read.
 - A task with fewer than 2 runs on either side cannot be tested: *not run*; nor can a claim
   to be best on a task where some algorithm of its table has fewer than 2 runs.
 
@@ -46,7 +51,7 @@ import numpy as np
 from marlbench.compare.results import RunRecord
 from marlbench.compare.stats import ALPHA, holm, welch_p
 
-KINDS = ("best", "not_worse", "greater", "similar", "untestable")
+KINDS = ("best", "not_worse", "greater", "similar", "faster", "untestable")
 
 
 @dataclass(frozen=True)
@@ -59,6 +64,7 @@ class Claim:
     tasks: tuple[str, ...] = ()  # env/dataset
     rivals: tuple[str, ...] = ()  # best / not_worse: the part's other algorithms (empty: any)
     reason: str = ""
+    source: str = ""  # faster: the bench's --json file, relative to the results root
 
 
 @dataclass
@@ -82,11 +88,16 @@ class ClaimVerdict:
     tasks: list[TaskVerdict]
 
 
-def judge(claim: Claim, runs: Sequence[RunRecord], alpha: float = ALPHA) -> ClaimVerdict:
-    """The verdict of one claim on the completed runs (of any algorithms and tasks)."""
+def judge(claim: Claim, runs: Sequence[RunRecord], alpha: float = ALPHA,
+          bench: dict | None = None) -> ClaimVerdict:
+    """The verdict of one claim on the completed runs (of any algorithms and tasks), or for a
+    speed claim on `bench`, the timings its `source` file holds (None: not measured)."""
     if claim.kind == "untestable":
         return ClaimVerdict(claim, "not testable here", [])
-    verdicts = [_task(claim, task, *_one_source(claim, task, runs)) for task in claim.tasks]
+    if claim.kind == "faster":
+        verdicts = [_timed(claim, measure, bench, claim.source) for measure in claim.tasks]
+    else:
+        verdicts = [_task(claim, task, *_one_source(claim, task, runs)) for task in claim.tasks]
     tested = [v for v in verdicts if v.outcome != "not run"]
     for v, p in zip(tested, holm([v.p for v in tested])):
         v.p_holm = float(p)
@@ -160,11 +171,38 @@ def _task(claim: Claim, task: str, source: tuple[str, str] | None,
     return v
 
 
+def timings(bench: dict, model: str, measure: str) -> np.ndarray:
+    """The repeated timings of `measure` ("train_s", "latency_ms@500") of one bench model."""
+    name, _, at = measure.partition("@")
+    values = bench.get("models", {}).get(model, {}).get(name)
+    if isinstance(values, dict):
+        values = values.get(at)
+    return np.asarray(values if values is not None else [], dtype=float)
+
+
+def _timed(claim: Claim, measure: str, bench: dict | None, source: str) -> TaskVerdict:
+    """One measure of a speed claim; a bench run of a modified tree counts as not run."""
+    v = TaskVerdict(measure, "not run")
+    commit = (bench or {}).get("code_commit") or ""
+    if not commit or commit.endswith("-dirty"):
+        return v
+    v.commit, v.board = commit, f"{source}, {bench.get('conditions', 'conditions not stated')}"
+    mine, theirs = timings(bench, claim.algo, measure), timings(bench, claim.other, measure)
+    v.means = {a: float(t.mean()) for a, t in ((claim.algo, mine), (claim.other, theirs))
+               if len(t)}
+    v.seeds = {claim.algo: len(mine), claim.other: len(theirs)}
+    if len(mine) < 2 or len(theirs) < 2:
+        return v
+    v.opponent, v.outcome, v.p = claim.other, "tested", welch_p(mine, theirs)
+    return v
+
+
 def _outcome(claim: Claim, v: TaskVerdict, alpha: float) -> str:
     significant = math.isfinite(v.p_holm) and v.p_holm < alpha
     if claim.kind == "similar":
         return "fails" if significant else "holds"
-    ahead = v.means[claim.algo] > v.means[v.opponent]
+    mine, theirs = v.means[claim.algo], v.means[v.opponent]
+    ahead = mine < theirs if claim.kind == "faster" else mine > theirs  # timings: lower wins
     if claim.kind == "not_worse":
         return "fails" if significant and not ahead else "holds"
     if not significant:
@@ -214,7 +252,9 @@ def to_markdown(sections: Sequence[tuple[str, list[ClaimVerdict]]], source: str,
              "whole table has run (2 seeds or more each). Each task is judged on the runs of "
              "one clean code commit (column *commit*, with the leaderboards it was read from: "
              "those of one commit are pooled unless they record different runs of one cell); "
-             "runs of modified trees are left out.", "",
+             "runs of modified trees are left out. A speed claim is judged on one bench run's "
+             "repeated timings (seconds or milliseconds, lower wins), with the same test; the "
+             "machine's conditions (quiet or loaded) are printed with it.", "",
              "| preset | claim | paper | ours | verdict |", "|---|---|---|---|---|"]
     for preset, verdicts in sections:
         for v in verdicts:
@@ -227,8 +267,10 @@ def to_markdown(sections: Sequence[tuple[str, list[ClaimVerdict]]], source: str,
             if v.claim.kind == "untestable":
                 lines.append(f"Not testable here: {v.claim.reason}")
                 continue
-            lines += ["| task | commit | claim's algorithm | mean | opponent | mean | seeds | "
-                      "p (Welch) | p (Holm) | outcome |",
+            header = (("measure", "bench run (conditions)", "repeats") if v.claim.kind == "faster"
+                      else ("task", "commit", "seeds"))
+            lines += [f"| {header[0]} | {header[1]} | claim's algorithm | mean | opponent | mean "
+                      f"| {header[2]} | p (Welch) | p (Holm) | outcome |",
                       "|---|---|---|---|---|---|---|---|---|---|"]
             for t in v.tasks:
                 a, o = v.claim.algo, t.opponent or v.claim.other or "-"
