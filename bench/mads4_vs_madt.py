@@ -1,6 +1,6 @@
 """MADS4 against MADT (and against the landed MADS4 code), measured in one run.
 
-    python bench/mads4_vs_madt.py [--env rware-small-6ag] [--batch 16] [--repeats 3]
+    python bench/mads4_vs_madt.py [--env rware-small-6ag] [--batch 16] [--repeats 5]
                                   [--threads 1] [--models mads4,mads4-landed,madt,madt-k20,...]
                                   [--json speed.json --conditions quiet|loaded]
 
@@ -221,7 +221,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--env", default="rware-small-6ag")
     ap.add_argument("--batch", type=int, default=16, help="episodes per update (MADS4 default)")
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=5,
+                    help="timings per measure (the report's rank test needs >= 4 a side)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--models",
                     default="mads4,mads4-compiled,mads4-landed,madt,madt-k20,dt-baseline,"

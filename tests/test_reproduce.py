@@ -233,12 +233,15 @@ def test_speed_claims_are_judged_on_a_clean_bench_runs_repeated_timings():
     from marlbench.compare.claims import Claim, judge
 
     bench = {"code_commit": "abc", "conditions": "quiet", "models": {
-        "s4": {"train_s": [1.0, 1.1, 0.9], "latency_ms": {"500": [0.40, 0.42, 0.41]}},
-        "tf": {"train_s": [2.5, 2.4, 2.6], "latency_ms": {"500": [0.41, 0.40, 0.42]}}}}
+        "s4": {"train_s": [1.0, 1.1, 0.9, 1.0, 1.2],
+               "latency_ms": {"500": [0.40, 0.42, 0.41, 0.43, 0.40]}},
+        "tf": {"train_s": [2.5, 2.4, 2.6, 2.5, 40.0],  # a stall: one slow repeat, not its size
+               "latency_ms": {"500": [0.41, 0.40, 0.42, 0.41, 0.42]}}}}
     train = Claim("s4 trains faster", "", "faster", algo="s4", other="tf", tasks=("train_s",),
                   source="speed.json")
     v = judge(train, [], bench=bench)
-    assert v.verdict == "reproduced" and v.tasks[0].seeds == {"s4": 3, "tf": 3}
+    assert v.verdict == "reproduced" and v.tasks[0].seeds == {"s4": 5, "tf": 5}
+    assert v.tasks[0].means == {"s4": 1.0, "tf": 2.5}  # medians
     assert "quiet" in v.tasks[0].board and v.tasks[0].commit == "abc"
     slower = judge(Claim("tf trains faster", "", "faster", algo="tf", other="s4",
                          tasks=("train_s",)), [], bench=bench)
@@ -266,9 +269,10 @@ measure = "train_s"
     (results / "speed").mkdir(parents=True)
     (results / "speed" / "bench.json").write_text(json.dumps(
         {"code_commit": "abc", "conditions": "loaded", "models": {
-            "bc": {"train_s": [1.0, 1.1, 1.2]}, "bc-wide": {"train_s": [3.0, 3.1, 3.3]}}}))
+            "bc": {"train_s": [1.0, 1.1, 1.2, 1.1]},
+            "bc-wide": {"train_s": [3.0, 3.1, 3.3, 3.2]}}}))
     text = rp.report([rp.load_preset(str(preset))], results)
-    assert "| train_s | abc (speed/bench.json, loaded) | bc | 1.10 | bc-wide | 3.13 | 3 vs 3 |" \
+    assert "| train_s | abc (speed/bench.json, loaded) | bc | 1.10 | bc-wide | 3.15 | 4 vs 4 |" \
         in text and "**reproduced**" in text
     (results / "speed" / "bench.json").write_text("{not json")
     with pytest.raises(ConfigError, match="not a bench result"):

@@ -26,8 +26,10 @@ across the claim's tasks, alpha 0.05, as in `compare`):
 - ``similar``: *reproduced* when no task shows a significant difference (which, with few seeds,
   is weak evidence: the report prints the differences), *not reproduced* otherwise.
 - ``faster``: a speed claim, judged on the repeated timings of one bench run written with
-  ``--json`` (its single task is the measure): *holds* when the algorithm's mean time is lower
-  and Welch's test on the repeats is significant. A bench run of a modified tree is not read.
+  ``--json`` (its single task is the measure): *holds* when the algorithm's median time is
+  lower and the Mann-Whitney U test on the repeats is significant (a rank test: on a shared
+  machine a stalled repeat counts as one slow repeat, while in a t-test its size would swamp
+  the rest). A bench run of a modified tree is not read.
 - A task with fewer than 2 runs on either side cannot be tested: *not run*; nor can a claim
   to be best on a task where some algorithm of its table has fewer than 2 runs.
 
@@ -49,7 +51,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from marlbench.compare.results import RunRecord
-from marlbench.compare.stats import ALPHA, holm, welch_p
+from marlbench.compare.stats import ALPHA, holm, mann_whitney_p, welch_p
 
 KINDS = ("best", "not_worse", "greater", "similar", "faster", "untestable")
 
@@ -188,12 +190,12 @@ def _timed(claim: Claim, measure: str, bench: dict | None, source: str) -> TaskV
         return v
     v.commit, v.board = commit, f"{source}, {bench.get('conditions', 'conditions not stated')}"
     mine, theirs = timings(bench, claim.algo, measure), timings(bench, claim.other, measure)
-    v.means = {a: float(t.mean()) for a, t in ((claim.algo, mine), (claim.other, theirs))
-               if len(t)}
+    v.means = {a: float(np.median(t)) for a, t in ((claim.algo, mine), (claim.other, theirs))
+               if len(t)}  # medians: see the module docstring
     v.seeds = {claim.algo: len(mine), claim.other: len(theirs)}
     if len(mine) < 2 or len(theirs) < 2:
         return v
-    v.opponent, v.outcome, v.p = claim.other, "tested", welch_p(mine, theirs)
+    v.opponent, v.outcome, v.p = claim.other, "tested", mann_whitney_p(mine, theirs)
     return v
 
 
@@ -253,8 +255,9 @@ def to_markdown(sections: Sequence[tuple[str, list[ClaimVerdict]]], source: str,
              "one clean code commit (column *commit*, with the leaderboards it was read from: "
              "those of one commit are pooled unless they record different runs of one cell); "
              "runs of modified trees are left out. A speed claim is judged on one bench run's "
-             "repeated timings (seconds or milliseconds, lower wins), with the same test; the "
-             "machine's conditions (quiet or loaded) are printed with it.", "",
+             "repeated timings (seconds or milliseconds, lower wins) by their medians and the "
+             "Mann-Whitney U test (a stalled repeat on a shared machine counts as one slow "
+             "repeat); the machine's conditions (quiet or loaded) are printed with it.", "",
              "| preset | claim | paper | ours | verdict |", "|---|---|---|---|---|"]
     for preset, verdicts in sections:
         for v in verdicts:
@@ -267,10 +270,11 @@ def to_markdown(sections: Sequence[tuple[str, list[ClaimVerdict]]], source: str,
             if v.claim.kind == "untestable":
                 lines.append(f"Not testable here: {v.claim.reason}")
                 continue
-            header = (("measure", "bench run (conditions)", "repeats") if v.claim.kind == "faster"
-                      else ("task", "commit", "seeds"))
-            lines += [f"| {header[0]} | {header[1]} | claim's algorithm | mean | opponent | mean "
-                      f"| {header[2]} | p (Welch) | p (Holm) | outcome |",
+            task, source, mean, n, test = (
+                ("measure", "bench run (conditions)", "median", "repeats", "Mann-Whitney")
+                if v.claim.kind == "faster" else ("task", "commit", "mean", "seeds", "Welch"))
+            lines += [f"| {task} | {source} | claim's algorithm | {mean} | opponent | {mean} "
+                      f"| {n} | p ({test}) | p (Holm) | outcome |",
                       "|---|---|---|---|---|---|---|---|---|---|"]
             for t in v.tasks:
                 a, o = v.claim.algo, t.opponent or v.claim.other or "-"
