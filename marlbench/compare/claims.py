@@ -97,7 +97,7 @@ def judge(claim: Claim, runs: Sequence[RunRecord], alpha: float = ALPHA,
     if claim.kind == "untestable":
         return ClaimVerdict(claim, "not testable here", [])
     if claim.kind == "faster":
-        verdicts = [_timed(claim, measure, bench, claim.source) for measure in claim.tasks]
+        verdicts = [_timed(claim, measure, bench) for measure in claim.tasks]
     else:
         verdicts = [_task(claim, task, *_one_source(claim, task, runs)) for task in claim.tasks]
     tested = [v for v in verdicts if v.outcome != "not run"]
@@ -173,7 +173,7 @@ def _task(claim: Claim, task: str, source: tuple[str, str] | None,
     return v
 
 
-def timings(bench: dict, model: str, measure: str) -> np.ndarray:
+def _timings(bench: dict, model: str, measure: str) -> np.ndarray:
     """The repeated timings of `measure` ("train_s", "latency_ms@500") of one bench model."""
     name, _, at = measure.partition("@")
     values = bench.get("models", {}).get(model, {}).get(name)
@@ -182,14 +182,15 @@ def timings(bench: dict, model: str, measure: str) -> np.ndarray:
     return np.asarray(values if values is not None else [], dtype=float)
 
 
-def _timed(claim: Claim, measure: str, bench: dict | None, source: str) -> TaskVerdict:
+def _timed(claim: Claim, measure: str, bench: dict | None) -> TaskVerdict:
     """One measure of a speed claim; a bench run of a modified tree counts as not run."""
     v = TaskVerdict(measure, "not run")
     commit = (bench or {}).get("code_commit") or ""
     if not commit or commit.endswith("-dirty"):
         return v
-    v.commit, v.board = commit, f"{source}, {bench.get('conditions', 'conditions not stated')}"
-    mine, theirs = timings(bench, claim.algo, measure), timings(bench, claim.other, measure)
+    v.commit = commit
+    v.board = f"{claim.source}, {bench.get('conditions', 'conditions not stated')}"
+    mine, theirs = _timings(bench, claim.algo, measure), _timings(bench, claim.other, measure)
     v.means = {a: float(np.median(t)) for a, t in ((claim.algo, mine), (claim.other, theirs))
                if len(t)}  # medians: see the module docstring
     v.seeds = {claim.algo: len(mine), claim.other: len(theirs)}
