@@ -7,6 +7,8 @@ win rates).
     python bench/smax_behaviours.py --map 6h_vs_8z --updates 610 --set n_envs=128 \
         --set rollout=128 --set epochs=4 --set minibatches=4 --set lr=0.004 --set clip=0.05 \
         --set max_grad_norm=0.25     # JaxMARL's SMAX MAPPO settings: 10M steps, ~45 min
+    python bench/smax_behaviours.py --map corridor-like --updates 610 --minutes 110 \
+        --set n_envs=128 ...   # the same settings; stopped at 9.2M steps, never won
     python bench/smax_behaviours.py --plot environments/smax/behaviours/6h_vs_8z/training.json
 
 Every `--eval-every` updates the current actor is evaluated on `--eval-episodes` episodes
