@@ -377,7 +377,7 @@ def report(presets: list[Preset], root: Path | None) -> str:
     return claims.to_markdown(sections, base.name, boards, older)
 
 
-def _bench(base: Path, claim) -> dict | None:
+def _bench(base: Path, claim: Claim) -> dict | None:
     """A speed claim's bench timings (its `source` under the results root), if measured."""
     if claim.kind != "faster" or not (base / claim.source).is_file():
         return None
