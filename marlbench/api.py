@@ -223,7 +223,9 @@ class Algorithm(abc.ABC):
         """The networks whose parameters make up the checkpoint."""
 
     def extra_state(self) -> dict[str, Any]:
-        """JSON-able state besides parameters (e.g. the target return)."""
+        """JSON-able state besides parameters. A return-conditioned policy keeps its
+        evaluation target here as ``"target_return"`` (the env's return units), so that
+        `marlbench evaluate --target-return` can ask it for other returns."""
         return {}
 
     def load_extra_state(self, state: Mapping[str, Any]) -> None:  # noqa: B027

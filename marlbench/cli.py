@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 import os
 import shlex
 import signal
@@ -313,6 +314,98 @@ def finetune(source, scratch, env, seed, overwrite, quiet, log, **params) -> Non
     if "return_mean" in start:
         line += f" (offline run {start['return_mean']:.2f})"
     stdout.print(line, highlight=False, soft_wrap=True)
+
+
+# ------------------------------------------------------------------------------------------------
+# evaluate (a finished run, again)
+# ------------------------------------------------------------------------------------------------
+
+
+def _float_list(ctx, param, value: str | None) -> list[float] | None:
+    if value is None:
+        return None
+    try:
+        values = [float(v) for v in value.split(",") if v.strip()]
+    except ValueError:
+        values = []
+    if not values or not all(math.isfinite(v) for v in values):
+        raise click.BadParameter(f"expected comma-separated finite numbers, got {value!r}")
+    return values
+
+
+def _run_folders(paths: tuple[Path, ...]) -> list[Path]:
+    """Each path is a run (seed-K with run.json) or a folder whose seed-* runs are taken."""
+    from marlbench.runner import is_complete
+
+    runs = []
+    for path in paths:
+        if is_complete(path):
+            runs.append(path)
+            continue
+        found = sorted((p for p in path.glob("seed-*") if is_complete(p)),
+                       key=lambda p: (len(p.name), p.name))  # seed-2 before seed-10
+        if not found:
+            raise MarlbenchError(f"{path} is neither a completed run (no run.json) nor a "
+                                 "folder of seed-* runs")
+        runs.extend(found)
+    return runs
+
+
+@main.command()
+@click.argument("runs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--target-return", "targets", default=None, callback=_float_list,
+              metavar="R1,R2,...",
+              help="Return-to-go targets to evaluate at (return-conditioned algorithms: MADS4, "
+                   "MADT, MADTKD), in the env's return units [default: the run's own].")
+@click.option("--eval-episodes", "episodes", default=None, type=int,
+              help="Evaluation episodes [default: the run's].")
+@click.option("--seed", default=None, type=int,
+              help="Evaluation seed [default: the run's; same seed, same episodes].")
+@click.option("--greedy/--sampled", default=None,
+              help="Argmax or sampled actions [default: as the run was evaluated].")
+@click.option("--eval-parallel", "parallel", default=10, show_default=True, type=int,
+              help="Evaluation envs stepped in lockstep (batched inference).")
+@click.option("--device", default="cpu", show_default=True, help="torch device, e.g. cuda:0.")
+@click.option("--threads", default=None, type=int, help="torch CPU threads [default: 1].")
+@click.option("--json", "json_out", default=None, type=click.Path(path_type=Path),
+              help="Also write every row, with its episodes' summary, to this JSON file.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bars (for scripts).")
+@_handle_errors
+def evaluate(runs, targets, episodes, seed, greedy, parallel, device, threads, json_out,
+             quiet) -> None:
+    """Evaluate finished RUNS again without retraining (nothing is written into them): more
+    episodes, another seed, or return targets other than the one trained for. A RUN is a
+    results folder <env>/<dataset>/<algo>/seed-K, or its parent to take every seed."""
+    from marlbench.config import check_seed
+    from marlbench.fsutil import write_json
+    from marlbench.reevaluate import reevaluate
+    from marlbench.runner import RunOptions
+
+    RunOptions(eval_parallel=parallel, threads=threads, device=device,  # checks the values
+               **({} if episodes is None else {"eval_episodes": episodes}))
+    if seed is not None:
+        check_seed(seed)
+    if json_out is not None and json_out.is_dir():
+        raise MarlbenchError(f"--json {json_out} is a folder, not a file")
+    folders = _run_folders(runs)
+    reporter = _reporter(quiet)
+    reg = _registry(reporter)
+    rows = []
+    for folder in folders:
+        rows += reevaluate(folder, targets or [None], episodes=episodes, seed=seed,
+                           greedy=greedy, parallel=parallel, device=device, threads=threads,
+                           reporter=reporter, reg=reg)
+    t = Table(title="Evaluation", title_justify="left")
+    for col in ("run", "target return", "episodes", "return", "win rate"):
+        t.add_column(col, justify="left" if col == "run" else "right")
+    for r in rows:
+        ev, target = r["eval"], r["target_return"]
+        t.add_row(rich_escape(r["run"]), "-" if target is None else f"{target:.3g}",
+                  str(ev["episodes"]), f"{ev['return_mean']:.3f} ± {ev['return_std']:.3f}",
+                  "-" if ev["win_rate"] is None else f"{ev['win_rate']:.2f}")
+    stdout.print(t)
+    if json_out is not None:
+        write_json(json_out, rows)
 
 
 # ------------------------------------------------------------------------------------------------

@@ -64,6 +64,22 @@ def evaluate(spec: EnvSpec, policy: Policy, episodes: int, seed: int, parallel: 
     return results
 
 
+def summarize(spec: EnvSpec, episodes: list[EpisodeResult], seconds: float) -> dict[str, Any]:
+    """The evaluation summary a run records (`eval.json`, `run.json`): return statistics, the
+    win rate where the env reports wins, and each of the env's rescaled returns."""
+    returns = np.array([e.ret for e in episodes])
+    wins = [e.won for e in episodes if e.won is not None]
+    return {
+        "episodes": len(episodes), "return_mean": float(returns.mean()),
+        "return_std": float(returns.std()), "return_min": float(returns.min()),
+        "return_max": float(returns.max()),
+        "win_rate": float(np.mean(wins)) if wins else None,
+        **{f"{name}_mean": float(np.mean([e.extra[name] for e in episodes]))
+           for name in spec.return_scales},
+        "seconds": round(seconds, 2),
+    }
+
+
 def _run_batch(spec: EnvSpec, envs, policy: Policy, ids: list[int],
                seed: int) -> list[EpisodeResult]:
     k = len(ids)

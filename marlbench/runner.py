@@ -40,7 +40,7 @@ from marlbench.catalog import resolve_dataset
 from marlbench.config import build_config, check_seed, to_dict
 from marlbench.data import OfflineDataset
 from marlbench.errors import ConfigError, ContractError, MarlbenchError, TrainingDiverged
-from marlbench.evaluation import evaluate, measure_latency
+from marlbench.evaluation import evaluate, measure_latency, summarize
 from marlbench.fsutil import (
     check_writable_dir,
     io_step,
@@ -68,7 +68,7 @@ TRAIN_THREADS: int | None = 1 if (os.cpu_count() or 1) <= 2 else None
 
 
 @contextlib.contextmanager
-def _phase_threads(explicit: int | None, default: int | None):
+def phase_threads(explicit: int | None, default: int | None):
     """Torch threads for one phase: `--threads` when given, else the phase's `default`
     (None: torch's own), restored afterwards."""
     if explicit or default is None:
@@ -440,25 +440,14 @@ def _train_and_evaluate(req: RunRequest, reg: Registry, algo_spec: AlgorithmSpec
     def on_episode(r):
         reg.broadcast("marlbench_eval_episode", run=ctx, episode=r.to_dict())
 
-    with _phase_threads(req.threads, EVAL_THREADS):
+    with phase_threads(req.threads, EVAL_THREADS):
         episodes = evaluate(env_spec, policy, req.eval_episodes, req.seed, req.eval_parallel,
                             reporter, on_episode)
-    eval_seconds = time.perf_counter() - t1
-    returns = np.array([e.ret for e in episodes])
-    wins = [e.won for e in episodes if e.won is not None]
-    eval_summary = {
-        "episodes": len(episodes), "return_mean": float(returns.mean()),
-        "return_std": float(returns.std()), "return_min": float(returns.min()),
-        "return_max": float(returns.max()),
-        "win_rate": float(np.mean(wins)) if wins else None,
-        **{f"{name}_mean": float(np.mean([e.extra[name] for e in episodes]))
-           for name in env_spec.return_scales},
-        "seconds": round(eval_seconds, 2),
-    }
+    eval_summary = summarize(env_spec, episodes, time.perf_counter() - t1)
     write_json(out / "eval.json", {"summary": eval_summary,
                                    "episodes": [e.to_dict() for e in episodes]})
     # The policy's own latency: the contract was checked on every step of the evaluation.
-    with _phase_threads(req.threads, EVAL_THREADS):
+    with phase_threads(req.threads, EVAL_THREADS):
         latency = measure_latency(env_spec, algo.policy(greedy=req.greedy, seed=req.seed),
                                   steps=min(200, env_spec.info.episode_limit), seed=req.seed)
     algo_origin = reg.algorithms[algo_spec.name][1]
