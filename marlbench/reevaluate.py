@@ -24,6 +24,7 @@ from marlbench.errors import MarlbenchError
 from marlbench.evaluation import evaluate, summarize
 from marlbench.plugins import Registry, registry
 from marlbench.progress import Reporter
+from marlbench.provenance import code_commit
 from marlbench.runner import EVAL_THREADS, CheckedPolicy, load_run, phase_threads
 
 
@@ -47,7 +48,7 @@ def reevaluate(path: Path | str, targets: Sequence[float | None] = (None,), *,
     seed = recorded["seed"] if seed is None else seed
     greedy = recorded["eval"].get("actions") == "greedy" if greedy is None else greedy
     episodes = recorded["eval"]["episodes"] if episodes is None else episodes
-    rows = []
+    rows, evaluator = [], code_commit()
     for target in targets:
         if target is not None:
             algo.load_extra_state({**state, "target_return": float(target)})
@@ -60,6 +61,7 @@ def reevaluate(path: Path | str, targets: Sequence[float | None] = (None,), *,
             "run": str(path), "algo": recorded["algo"], "label": recorded.get("label"),
             "env": recorded["env"], "dataset": recorded["dataset"],
             "run_seed": recorded["seed"], "code_commit": recorded.get("code_commit"),
+            "evaluated_by": evaluator,  # the code commit of this evaluation
             "eval_seed": seed, "actions": "greedy" if greedy else "sampled",
             "target_return": algo.extra_state().get("target_return"),
             "recorded_target_return": state.get("target_return"),

@@ -39,6 +39,7 @@ def test_own_settings_reproduce_the_recorded_evaluation_and_write_nothing(madt_r
     recorded = json.loads((madt_run / "run.json").read_text())["eval"]
     assert row["actions"] == recorded["actions"] == "sampled"
     assert row["target_return"] == row["recorded_target_return"] is not None
+    assert row["evaluated_by"] == row["code_commit"]  # trained and evaluated by this code
     drop = ("seconds", "actions")
     assert ({k: v for k, v in row["eval"].items() if k not in drop}
             == {k: v for k, v in recorded.items() if k not in drop})
