@@ -1,6 +1,6 @@
 """MADS4 against MADT (and against the landed MADS4 code), measured in one run.
 
-    python bench/mads4_vs_madt.py [--env rware-small-6ag] [--batch 16] [--repeats 5]
+    python bench/mads4_vs_madt.py [--env rware-small-6ag] [--batch 16] [--repeats 5] [--rounds R]
                                   [--threads 1] [--models mads4,mads4-landed,madt,madt-k20,...]
                                   [--json speed.json --conditions quiet|loaded]
 
@@ -21,7 +21,8 @@ backward, optimiser) on whole L = 500-step trajectories of real expert data of `
 `--batch` episodes per update (MADS4's default; MADT gets the same episodes as batch x n agent
 windows). Printed per model:
 
-- parameter count; train step seconds (median of `--repeats`, after one warm-up update); peak
+- parameter count; train step seconds (median of `--repeats`, each process after one warm-up
+  update; the repeats are spread over `--rounds` rounds of every model in turn); peak
   extra memory of the train step (VmHWM reset through /proc/self/clear_refs, minus the RSS
   before the first update); for MADS4 the matmul FLOPs of one update (forward + backward,
   torch's FlopCounterMode; FFTs not counted) and the GFLOP/s they run at, against the fp32
@@ -193,6 +194,34 @@ def measure(name: str, algo_name: str, overrides: dict, train: bool, env_name: s
     return result
 
 
+def interleaved(models: list[str], settings: dict, args, data_path: Path, root: str) -> dict:
+    """Every model's timings, taken in `--rounds` rounds that each run every model once (in
+    its own process, forward order then backward), so a change of the machine's load over
+    the run falls on all models alike instead of on whichever ran at that time."""
+    ctx = mp.get_context("spawn")
+    raw: dict[str, dict] = {}
+    for k in range(args.rounds):
+        per_round = args.repeats // args.rounds + (k < args.repeats % args.rounds)
+        for name in (models if k % 2 == 0 else models[::-1]):
+            algo_name, overrides, train = settings[name]
+            with ctx.Pool(1) as pool:
+                r = pool.apply(measure, (name, algo_name, overrides, train, args.env, data_path,
+                                         root, per_round, args.threads))
+            raw[name] = r if name not in raw else merge(raw[name], r)
+    return raw
+
+
+def merge(first: dict, later: dict) -> dict:
+    """One model's rounds as one result: the repeated timings joined, the rest (size, first
+    call, FLOPs, rates) from the first round; peak memory the largest."""
+    out = dict(first)
+    if "train_s" in first:
+        out["train_s"] = first["train_s"] + later["train_s"]
+        out["peak_mb"] = max(first["peak_mb"], later["peak_mb"])
+    out["latency_ms"] = {t: v + later["latency_ms"][t] for t, v in first["latency_ms"].items()}
+    return out
+
+
 def medians(r: dict) -> dict:
     """`r` with each list of repeated timings replaced by its median (what is printed)."""
     out = dict(r)
@@ -210,7 +239,7 @@ def write_result(path: Path, args, res: dict) -> None:
     write_json(path, {"bench": "mads4_vs_madt", "code_commit": code_commit(),
                       "conditions": args.conditions, "load_average": os.getloadavg(),
                       "cpus": os.cpu_count(), "env": args.env, "batch": args.batch,
-                      "threads": args.threads, "repeats": args.repeats,
+                      "threads": args.threads, "repeats": args.repeats, "rounds": args.rounds,
                       "command": command_line(), "packages": package_versions(),
                       "models": {name: {**r, "latency_ms": {str(t): v for t, v in
                                                             r["latency_ms"].items()}}
@@ -223,6 +252,9 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=16, help="episodes per update (MADS4 default)")
     ap.add_argument("--repeats", type=int, default=5,
                     help="timings per measure (the report's rank test needs >= 4 a side)")
+    ap.add_argument("--rounds", type=int, default=None,
+                    help="rounds that each run every model once, to spread load changes over "
+                         "all models [default: --repeats, one timing per model per round]")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--models",
                     default="mads4,mads4-compiled,mads4-landed,madt,madt-k20,dt-baseline,"
@@ -232,6 +264,9 @@ def main() -> None:
     ap.add_argument("--json", type=Path, help="also write every repeated timing here")
     ap.add_argument("--conditions", help="with --json: 'quiet' or 'loaded (what else ran)'")
     args = ap.parse_args()
+    args.rounds = args.rounds or args.repeats
+    if not 1 <= args.rounds <= args.repeats:
+        ap.error("--rounds must be between 1 and --repeats")
     if args.json and not args.conditions:
         ap.error("--json needs --conditions: timings mean nothing without the machine's load")
     reg = registry()
@@ -244,14 +279,9 @@ def main() -> None:
                                        root=root)
         print(f"{args.env}: {n} agents, L={LENGTH}, {args.batch} episodes per update, torch "
               f"threads {args.threads}, real expert data; landed MADS4 = commit {LANDED}")
-        ctx = mp.get_context("spawn")
-        res, raw = {}, {}
-        for name in args.models.split(","):
-            algo_name, overrides, train = settings[name]
-            with ctx.Pool(1) as pool:
-                raw[name] = pool.apply(measure, (name, algo_name, overrides, train, args.env,
-                                                 Path(data_path), root, args.repeats,
-                                                 args.threads))
+        raw = interleaved(args.models.split(","), settings, args, Path(data_path), root)
+        res = {}
+        for name in raw:
             res[name] = r = medians(raw[name])
             lat = ", ".join(f"t={t}: {v:.2f} ms" for t, v in r["latency_ms"].items())
             line = f"  {name:16} {r['params']:>9,} params  "

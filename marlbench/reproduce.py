@@ -150,10 +150,13 @@ def _claim(preset: str, i: int, c: dict[str, Any], parts: list[Part]) -> Claim:
         pairwise = c["kind"] in ("greater", "similar")
         if part is None or not c.get("algo") or (pairwise and not c.get("other")):
             raise ConfigError(f"{where} needs an existing part, algo (and other unless kind "
-                              "is best)")
+                              "is best or not_worse)")
         while part.stage == "finetune":
             part = by_name[part.source]
         envs = c.get("envs", part.envs)
+        if not set(envs) <= set(part.envs):
+            raise ConfigError(f"{where}: envs {sorted(set(envs) - set(part.envs))} are not in "
+                              f"part {part.name!r} ({', '.join(part.envs)})")
         tasks = tuple(f"{e}/{d}" for e in envs for d in (part.datasets or ("expert",)))
         if not pairwise:  # best / not_worse: against the other algorithms of its table
             rivals = tuple(a for a in (part.label,) if a) or part.algos
@@ -364,9 +367,13 @@ def report(presets: list[Preset], root: Path | None) -> str:
     from marlbench.errors import NoRunsError
 
     base = results_root(root)
+    boards_here = leaderboard_folders(base)
+    if boards_here and any(base.glob("*/*/*/seed-*/run.json")):
+        raise ConfigError(f"{base} holds both run folders and leaderboards "
+                          f"({', '.join(b.name for b in boards_here)}): point --results at the "
+                          "runs' root or at a folder of leaderboards only")
     try:
-        results = (load_recorded_runs(base) if leaderboard_folders(base)
-                   else load_results(base))
+        results = load_recorded_runs(base) if boards_here else load_results(base)
         runs = results.runs
         boards = [b.name for b in results.boards]
         older = [b.name for b in results.older_boards]

@@ -74,6 +74,10 @@ def test_bad_presets_fail_with_one_clear_error(tmp_path):
                                 'datasets = ["expert-4ep"]\nlabel'))
     with pytest.raises(ConfigError, match="label and several algorithms"):
         rp.load_preset(str(bad))
+    bad.write_text(TINY + '[[claim]]\ntext = "t"\nkind = "best"\nalgo = "bc"\npart = "base"\n'
+                   'envs = ["rware-tiny-4ag"]\n')
+    with pytest.raises(ConfigError, match="\\['rware-tiny-4ag'\\] are not in part 'base'"):
+        rp.load_preset(str(bad))
     res = CliRunner().invoke(main, ["reproduce", "nope"])
     assert res.exit_code == 1 and res.output.count("\n") == 1, res.output
 
@@ -188,6 +192,59 @@ def test_claims_are_judged_by_per_task_tests_in_both_directions():
     assert missing.verdict == "not run"
 
 
+def test_best_is_judged_against_every_rival_not_only_the_runner_up():
+    from marlbench.compare.claims import Claim, judge
+
+    t = "e/a"
+    tight, noisy_top, tight_above = [10, 10.1, 9.9, 10.05], [14, 2, 26, 14], [12, 12.1, 11.9, 12]
+    # the best mean (y) is too noisy to beat x, but w is significantly above it: x fails
+    v = judge(Claim("x best", "", "best", algo="x", tasks=(t,)),
+              _runs(t, "x", tight) + _runs(t, "y", noisy_top) + _runs(t, "w", tight_above))
+    assert (v.tasks[0].outcome, v.tasks[0].opponent) == ("fails", "w")
+    assert v.tasks[0].p < 0.05
+    # x leads and is significantly above the runner-up, but not above a noisy third: ties
+    runner_up, noisy_low = [9, 9.1, 8.9, 9.05], [8, 1, 15, 8]
+    v = judge(Claim("x best", "", "best", algo="x", tasks=(t,)),
+              _runs(t, "x", tight) + _runs(t, "y", runner_up) + _runs(t, "z", noisy_low))
+    assert (v.tasks[0].outcome, v.tasks[0].opponent) == ("ties", "z")
+    # above both significantly: holds
+    v = judge(Claim("x best", "", "best", algo="x", tasks=(t,)),
+              _runs(t, "x", tight) + _runs(t, "y", runner_up) + _runs(t, "z", [8, 8.1, 7.9, 8]))
+    assert v.tasks[0].outcome == "holds" and v.verdict == "reproduced"
+
+
+def test_claims_that_data_can_only_contradict_are_not_corrected():
+    from marlbench.compare.claims import Claim, judge
+
+    same, off = [5, 5.2, 4.8, 5.1], [5.35, 5.55, 5.15, 5.45]
+    runs = [r for i, t in enumerate(("e/a", "e/b", "e/c"))
+            for r in _runs(t, "x", same) + _runs(t, "y", off if i == 0 else same)]
+    tasks = ("e/a", "e/b", "e/c")
+    similar = judge(Claim("x ~ y", "", "similar", algo="x", other="y", tasks=tasks), runs)
+    p = similar.tasks[0].p
+    assert 0.05 / 3 < p < 0.05  # significant raw, not after Holm over three tasks
+    assert similar.verdict == "not reproduced" and similar.tasks[0].outcome == "fails"
+    not_worse = judge(Claim("x >= y", "", "not_worse", algo="x", tasks=tasks), runs)
+    assert not_worse.verdict == "not reproduced"
+    greater = judge(Claim("y > x", "", "greater", algo="y", other="x", tasks=tasks), runs)
+    assert greater.tasks[0].outcome == "ties"  # a claim to show: Holm-corrected
+
+
+def test_a_finetuned_run_of_another_commits_offline_run_is_left_out():
+    from dataclasses import replace
+
+    from marlbench.compare.claims import Claim, judge
+
+    t = "e/a"
+    offline = _runs(t, "x", [5, 5.5, 6, 5.2], "new")
+    tuned = _runs(t, "x+ft", [9, 9.5, 10, 9.2], "new")
+    claim = Claim("ft > offline", "", "greater", algo="x+ft", other="x", tasks=(t,))
+    assert judge(claim, offline + [replace(r, source_commit="new") for r in tuned]).verdict \
+        == "reproduced"
+    mixed = [replace(r, source_commit="old") for r in tuned]
+    assert judge(claim, offline + mixed).verdict == "not run"
+
+
 def test_a_task_is_judged_on_one_clean_commit_against_the_tables_rivals():
     from marlbench.compare.claims import Claim, judge
 
@@ -293,6 +350,13 @@ def test_the_report_command_judges_every_preset_on_the_runs(tmp_path):
     assert "**not testable here**" in text and "SMAX has no colossus" in text
     assert any("S4 trains cheaper than a transformer" in line and line.endswith("**not run** |")
                for line in text.splitlines())  # no bench file under that root
+    mixed = tmp_path / "mixed"  # run folders and a stray leaderboard under one root
+    (mixed / "rware-tiny-2ag/expert/bc/seed-0").mkdir(parents=True)
+    (mixed / "rware-tiny-2ag/expert/bc/seed-0/run.json").write_text("{}")
+    (mixed / "cmp").mkdir()
+    (mixed / "cmp/comparison.json").write_text("{}")
+    res = CliRunner().invoke(main, ["reproduce", "--report", str(out), "--results", str(mixed)])
+    assert res.exit_code == 1 and "holds both run folders and leaderboards (cmp)" in res.output
 
 
 TWO_STAGE = """

@@ -229,6 +229,13 @@ def _check_provenance(comp: Comparison) -> None:
                             for c, n in commits.most_common())
         comp.warnings.append(f"runs come from {len(commits)} code commits: {listing}; marked "
                              f"cells differ from the most common one")
+    mixed = [r for r in comp.results.runs
+             if r.source_commit is not None and r.source_commit != r.code_commit]
+    if mixed:
+        comp.warnings.append(f"{len(mixed)} fine-tuned runs continued runs of another code "
+                             f"commit (e.g. {mixed[0].algo} seed {mixed[0].seed} on "
+                             f"{mixed[0].task}: {(mixed[0].source_commit or '')[:12]}); their "
+                             "results mix two code versions")
     dirty = sum(n for c, n in commits.items() if c.endswith("-dirty"))
     if dirty:
         comp.warnings.append(f"{dirty} of {len(comp.results.runs)} runs were made from a working "

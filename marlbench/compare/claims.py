@@ -14,17 +14,22 @@ Each preset (`marlbench.reproduce`) lists the claims its grid can decide, in pla
     measure = "train_s"      # faster: which timing (train_s, latency_ms@500, ...)
 
 Verdicts, per task then for the claim (Welch's t-test on the run scores, two-sided, Holm-corrected
-across the claim's tasks, alpha 0.05, as in `compare`):
+across the claim's tested tasks, alpha 0.05, as in `compare`; but see ``similar``):
 
 - ``best``: on a task, *holds* when the algorithm has the highest mean and is significantly
-  above the runner-up; *ties* when it leads or trails without a significant difference;
-  *fails* when another algorithm is significantly better. The claim is *reproduced* when it
-  holds on every task, *not reproduced* when it fails on any, and otherwise *not shown*.
+  above every other algorithm of its table (an intersection-union test: the largest of those
+  p-values decides, against the rival it names); *fails* when another algorithm is
+  significantly better (the smallest p-value of the algorithms with a higher mean, Bonferroni
+  over them, decides); otherwise *ties*. The claim is *reproduced* when it holds on every
+  task, *not reproduced* when it fails on any, and otherwise *not shown*.
 - ``not_worse`` ("similar or better"): as ``best``, but a task where no other algorithm is
   significantly better *holds*.
 - ``greater``: as ``best``, against one named opponent.
-- ``similar``: *reproduced* when no task shows a significant difference (which, with few seeds,
-  is weak evidence: the report prints the differences), *not reproduced* otherwise.
+- ``similar``: *reproduced* when every task has run and none shows a significant difference
+  (which, with few seeds, is weak evidence: the report prints the differences), *not
+  reproduced* when one does, *not shown* while some task has not run.
+- ``similar`` and ``not_worse`` can only be contradicted by data: their p-values are neither
+  Holm- nor Bonferroni-corrected, since a correction would make them easier to pass.
 - ``faster``: a speed claim, judged on the repeated timings of one bench run written with
   ``--json`` (its single task is the measure): *holds* when the algorithm's median time is
   lower and the Mann-Whitney U test on the repeats is significant (a rank test: on a shared
@@ -38,13 +43,15 @@ baselines), not whatever else was run on the task. Each task is judged on runs o
 commit (a table's cells must come from one commit). Runs read back from several leaderboards of
 one commit are pooled unless two boards record different runs of one cell (e.g. Fig. 2's short
 MADS4 runs and Table 1's); then each board is judged apart. Of the groups that hold the claim's
-algorithm, the one with the most compared algorithms wins, then the most runs, then the newest
-run. Runs of a modified tree (commit ``-dirty``) are never used.
+algorithm, the one with the most testable compared algorithms (2 runs or more) wins, then the
+most runs, then the newest run. Runs of a modified tree (commit ``-dirty``) are never used, nor
+a fine-tuned run that continued a run of another commit.
 """
 
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -54,6 +61,9 @@ from marlbench.compare.results import RunRecord
 from marlbench.compare.stats import ALPHA, holm, mann_whitney_p, welch_p
 
 KINDS = ("best", "not_worse", "greater", "similar", "faster", "untestable")
+# Claims that data can only contradict: a multiplicity correction would make them easier to
+# pass, so their p-values are not corrected (see the module docstring).
+UNCORRECTED = ("similar", "not_worse")
 
 
 @dataclass(frozen=True)
@@ -75,11 +85,12 @@ class TaskVerdict:
     outcome: str  # holds | ties | fails | not run
     means: dict[str, float] = field(default_factory=dict)
     seeds: dict[str, int] = field(default_factory=dict)
-    opponent: str | None = None
+    opponent: str | None = None  # the rival whose test decides the outcome
+    steps: dict[str, str] = field(default_factory=dict)  # training updates of each side's runs
     commit: str | None = None  # the code commit of every run this task was judged on
     board: str = ""  # and their leaderboard, when read back from leaderboards
     missing: tuple[str, ...] = ()  # rivals of the table without 2 runs at that commit
-    p: float = math.nan  # raw Welch p against the opponent
+    p: float = math.nan  # the deciding p-value against the opponent, before Holm
     p_holm: float = math.nan
 
 
@@ -101,7 +112,8 @@ def judge(claim: Claim, runs: Sequence[RunRecord], alpha: float = ALPHA,
     else:
         verdicts = [_task(claim, task, *_one_source(claim, task, runs)) for task in claim.tasks]
     tested = [v for v in verdicts if v.outcome != "not run"]
-    for v, p in zip(tested, holm([v.p for v in tested])):
+    raw = [v.p for v in tested]
+    for v, p in zip(tested, raw if claim.kind in UNCORRECTED else holm(raw)):
         v.p_holm = float(p)
         v.outcome = _outcome(claim, v, alpha)
     return ClaimVerdict(claim, _overall(verdicts), verdicts)
@@ -116,13 +128,12 @@ def _compared(claim: Claim, algo: str) -> bool:
 
 
 def _one_source(claim: Claim, task: str, runs: Sequence[RunRecord]
-                ) -> tuple[tuple[str, str] | None, dict[str, np.ndarray]]:
-    """The (commit, leaderboard) this task is judged on, and each compared algorithm's run
-    scores there."""
+                ) -> tuple[tuple[str, str] | None, list[RunRecord]]:
+    """The (commit, leaderboard) this task is judged on, and the compared algorithms' runs
+    there."""
     by_commit: dict[str, list[RunRecord]] = {}
     for r in runs:
-        if (r.task == task and _compared(claim, r.algo) and r.code_commit
-                and not r.code_commit.endswith("-dirty")):
+        if r.task == task and _compared(claim, r.algo) and _one_clean_commit(r):
             by_commit.setdefault(r.code_commit, []).append(r)
     groups: dict[tuple[str, str], list[RunRecord]] = {}
     for commit, group in by_commit.items():
@@ -139,38 +150,66 @@ def _one_source(claim: Claim, task: str, runs: Sequence[RunRecord]
 
     def coverage(key: tuple[str, str]) -> tuple[bool, int, int, float]:
         group = groups[key]
-        algos = {r.algo for r in group}
+        per_algo = Counter(r.algo for r in group)
+        testable = sum(n >= 2 for n in per_algo.values())
         newest = max((r.path.stat().st_mtime for r in group if r.path is not None), default=0.0)
-        return claim.algo in algos, len(algos), len(group), newest
+        return claim.algo in per_algo, testable, len(group), newest
 
     if not groups:
         return None, {}
     source = max(groups, key=coverage)
-    scores: dict[str, np.ndarray] = {}
-    for r in groups[source]:
-        scores[r.algo] = np.append(scores.get(r.algo, np.empty(0)), r.return_mean)
-    return source, scores
+    return source, groups[source]
+
+
+def _one_clean_commit(r: RunRecord) -> bool:
+    """A run of a committed tree, and a fine-tuned run only when it continued a run of its own
+    commit (else its result mixes two code versions)."""
+    clean = bool(r.code_commit) and not r.code_commit.endswith("-dirty")
+    return clean and r.source_commit in (None, r.code_commit)
 
 
 def _task(claim: Claim, task: str, source: tuple[str, str] | None,
-          present: dict[str, np.ndarray]) -> TaskVerdict:
+          group: Sequence[RunRecord]) -> TaskVerdict:
     commit, board = source or (None, "")
+    present: dict[str, np.ndarray] = {}
+    steps: dict[str, set[int]] = {}
+    for r in group:
+        present[r.algo] = np.append(present.get(r.algo, np.empty(0)), r.return_mean)
+        steps.setdefault(r.algo, set()).add(r.train_steps)
     v = TaskVerdict(task, "not run", {a: float(s.mean()) for a, s in present.items()},
-                    {a: len(s) for a, s in present.items()}, commit=commit, board=board)
+                    {a: len(s) for a, s in present.items()},
+                    steps={a: "/".join(map(str, sorted(n))) for a, n in steps.items()},
+                    commit=commit, board=board)
     mine = present.get(claim.algo)
     if claim.kind in ("best", "not_worse"):
         rivals = {a: s for a, s in present.items() if a != claim.algo and len(s) >= 2}
         v.missing = tuple(a for a in claim.rivals if a not in rivals)
         if mine is None or len(mine) < 2 or not rivals or v.missing:  # best of a whole table
             return v
-        v.opponent = max(rivals, key=lambda a: rivals[a].mean())  # the strongest other
+        v.opponent, v.p = _deciding_rival(mine, rivals, correct=claim.kind == "best")
     else:
         if mine is None or len(mine) < 2 or len(present.get(claim.other, ())) < 2:
             return v
-        v.opponent = claim.other
+        v.opponent, v.p = claim.other, welch_p(mine, present[claim.other])
     v.outcome = "tested"
-    v.p = welch_p(mine, present[v.opponent])
     return v
+
+
+def _deciding_rival(mine: np.ndarray, rivals: dict[str, np.ndarray],
+                    correct: bool) -> tuple[str, float]:
+    """Against every rival at once. Ahead of all: to be significantly above each of them, the
+    largest p must be small (intersection-union), so that rival decides. Behind some: one of
+    those significantly above is enough to fail, so the smallest of their p-values decides,
+    Bonferroni-corrected over them when `correct`."""
+    p = {a: welch_p(mine, s) for a, s in rivals.items()}
+    above = [a for a, s in rivals.items() if s.mean() >= mine.mean()]
+    if not above:
+        worst = max(p, key=lambda a: p[a] if math.isfinite(p[a]) else math.inf)
+        return worst, p[worst]
+    best = min(above, key=lambda a: p[a] if math.isfinite(p[a]) else math.inf)
+    if not correct or not math.isfinite(p[best]):
+        return best, p[best]
+    return best, min(1.0, p[best] * len(above))
 
 
 def _timings(bench: dict, model: str, measure: str) -> np.ndarray:
@@ -239,7 +278,7 @@ def to_markdown(sections: Sequence[tuple[str, list[ClaimVerdict]]], source: str,
                 boards: Sequence[str] = (), older_boards: Sequence[str] = ()) -> str:
     """REPRODUCTION.md: one summary table of every claim, then the per-task evidence."""
     commits = sorted({t.commit for _, verdicts in sections for v in verdicts for t in v.tasks
-                      if t.commit})
+                      if t.commit and t.outcome != "not run"})
     where = (f"the runs recorded by the leaderboards under `{source}` ({', '.join(boards)})"
              if boards else f"the completed runs under `{source}`")
     unread = (f" Leaderboards written before compare recorded their runs are not read: "
@@ -248,14 +287,22 @@ def to_markdown(sections: Sequence[tuple[str, list[ClaimVerdict]]], source: str,
              f"Written by `marlbench reproduce --report` from {where} (code commits judged "
              f"on: {', '.join(c[:12] for c in commits) or 'none'}).{unread} {DATA_CAVEAT}", "",
              "Tests: Welch's t-test on the run scores (mean evaluation return per seed), "
-             f"two-sided, Holm-corrected across each claim's tasks, alpha {ALPHA}. A task "
-             "*holds* when the claim's direction is significant, *ties* when the data show no "
-             "significant difference, *fails* when the opposite is significant. A claim to be "
-             "*best* is tested against the strongest other algorithm of its table, once the "
-             "whole table has run (2 seeds or more each). Each task is judged on the runs of "
+             f"two-sided, Holm-corrected across each claim's tested tasks, alpha {ALPHA}. A "
+             "task *holds* when the claim's direction is significant, *ties* when the data "
+             "show no significant difference, *fails* when the opposite is significant. A claim "
+             "to be *best* is tested against every other algorithm of its table, once the whole "
+             "table has run (2 seeds or more each): it holds when it is significantly above "
+             "each (the largest p decides; the opponent shown is that rival) and fails when one "
+             "is significantly above it (the smallest p among the algorithms with a higher "
+             "mean, times their number). *Similar* and *not worse* can only be contradicted by "
+             "data, so their p-values are not corrected (a correction would make them easier "
+             "to pass), and with few seeds their *reproduced* means no more than *not "
+             "contradicted*. Columns "
+             "*updates* give each side's training updates. Each task is judged on the runs of "
              "one clean code commit (column *commit*, with the leaderboards it was read from: "
              "those of one commit are pooled unless they record different runs of one cell); "
-             "runs of modified trees are left out. A speed claim is judged on one bench run's "
+             "runs of modified trees are left out, and fine-tuned runs of another commit's "
+             "offline runs. A speed claim is judged on one bench run's "
              "repeated timings (seconds or milliseconds, lower wins) by their medians and the "
              "Mann-Whitney U test (a stalled repeat on a shared machine counts as one slow "
              "repeat); the machine's conditions (quiet or loaded) are printed with it.", "",
@@ -271,19 +318,23 @@ def to_markdown(sections: Sequence[tuple[str, list[ClaimVerdict]]], source: str,
             if v.claim.kind == "untestable":
                 lines.append(f"Not testable here: {v.claim.reason}")
                 continue
+            timed = v.claim.kind == "faster"
             task, source, mean, n, test = (
                 ("measure", "bench run (conditions)", "median", "repeats", "Mann-Whitney")
-                if v.claim.kind == "faster" else ("task", "commit", "mean", "seeds", "Welch"))
+                if timed else ("task", "commit", "mean", "seeds", "Welch"))
+            updates = "" if timed else " updates |"
             lines += [f"| {task} | {source} | claim's algorithm | {mean} | opponent | {mean} "
-                      f"| {n} | p ({test}) | p (Holm) | outcome |",
-                      "|---|---|---|---|---|---|---|---|---|---|"]
+                      f"| {n} |{updates} p ({test}) | p (Holm) | outcome |",
+                      "|---" * (10 if timed else 11) + "|"]
             for t in v.tasks:
                 a, o = v.claim.algo, t.opponent or v.claim.other or "-"
+                steps = "" if timed else (f" {t.steps.get(a, '-')} vs "
+                                          f"{t.steps.get(o, '-')} |")
                 lines.append(
                     f"| {t.task} | {_source(t)} | {a} | "
                     f"{_num(t.means.get(a))} | {o} | {_num(t.means.get(o))} | "
-                    f"{t.seeds.get(a, 0)} vs {t.seeds.get(o, 0)} | {_p(t.p)} | "
-                    f"{_p(t.p_holm)} | {t.outcome}{_missing(t)} |")
+                    f"{t.seeds.get(a, 0)} vs {t.seeds.get(o, 0)} |{steps} {_p(t.p)} | "
+                    f"{_adjusted(v.claim, t)} | {t.outcome}{_missing(t)} |")
     return "\n".join(lines) + "\n"
 
 
@@ -299,6 +350,12 @@ def _source(t: TaskVerdict) -> str:
     if not t.commit:
         return "-"
     return f"{t.commit[:12]} ({t.board})" if t.board else t.commit[:12]
+
+
+def _adjusted(claim: Claim, t: TaskVerdict) -> str:
+    if claim.kind in UNCORRECTED and math.isfinite(t.p):
+        return "not corrected"
+    return _p(t.p_holm)
 
 
 def _missing(t: TaskVerdict) -> str:

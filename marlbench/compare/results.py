@@ -37,6 +37,7 @@ class RunRecord:
     command: str
     path: Path | None  # None: read back from a leaderboard's comparison.json
     board: str = ""  # the leaderboard folder it was read back from (runs of one comparison)
+    source_commit: str | None = None  # a fine-tuned run: the code commit of the run it continued
 
     @property
     def task(self) -> str:
@@ -115,7 +116,8 @@ def _read_run(path: Path, env: str, dataset: str, algo: str, seed: int) -> RunRe
                      code_commit=summary.get("code_commit"),
                      dataset_sha256=card.get("sha256"),
                      references=dict(card.get("reference_returns") or {}),
-                     command=summary.get("command", ""), path=path)
+                     command=summary.get("command", ""), path=path,
+                     source_commit=(summary.get("finetuned_from") or {}).get("code_commit"))
 
 
 def leaderboard_folders(root: Path | str) -> list[Path]:

@@ -52,7 +52,8 @@ def welch_p(x: np.ndarray, y: np.ndarray) -> float:
     """Two-sided Welch's t-test p-value (nan when either side has fewer than 2 runs)."""
     if len(x) < 2 or len(y) < 2:
         return math.nan
-    with warnings.catch_warnings():  # zero variance on both sides: scipy returns nan, say so
+    with warnings.catch_warnings():  # zero variance on both sides: nan for equal means, 0 for
+        # different ones (scipy's limits), without its divide-by-zero warning
         warnings.simplefilter("ignore", RuntimeWarning)
         return float(scipy.stats.ttest_ind(x, y, equal_var=False).pvalue)
 
