@@ -321,7 +321,8 @@ def to_markdown(sections: Sequence[tuple[str, list[ClaimVerdict]]], source: str,
             timed = v.claim.kind == "faster"
             task, source, mean, n, test = (
                 ("measure", "bench run (conditions)", "median", "repeats", "Mann-Whitney")
-                if timed else ("task", "commit", "mean", "seeds", "Welch"))
+                if timed else ("task", "commit", "mean", "seeds", "Welch, deciding rival"
+                               if v.claim.kind in ("best", "not_worse") else "Welch"))
             updates = "" if timed else " updates |"
             lines += [f"| {task} | {source} | claim's algorithm | {mean} | opponent | {mean} "
                       f"| {n} |{updates} p ({test}) | p (Holm) | outcome |",
