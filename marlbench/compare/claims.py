@@ -44,7 +44,8 @@ commit (a table's cells must come from one commit). Runs read back from several 
 one commit are pooled unless two boards record different runs of one cell (e.g. Fig. 2's short
 MADS4 runs and Table 1's); then each board is judged apart. Of the groups that hold the claim's
 algorithm, the one with the most testable compared algorithms (2 runs or more) wins, then the
-most runs, then the newest run. Runs of a modified tree (commit ``-dirty``) are never used, nor
+most runs, then the newest run folder (runs read back from leaderboards have none: then the
+first board in name order). Runs of a modified tree (commit ``-dirty``) are never used, nor
 a fine-tuned run that continued a run of another commit.
 """
 
