@@ -157,7 +157,7 @@ def _one_source(claim: Claim, task: str, runs: Sequence[RunRecord]
         return claim.algo in per_algo, testable, len(group), newest
 
     if not groups:
-        return None, {}
+        return None, []
     source = max(groups, key=coverage)
     return source, groups[source]
 
