@@ -245,6 +245,26 @@ def test_a_finetuned_run_of_another_commits_offline_run_is_left_out():
     assert judge(claim, offline + mixed).verdict == "not run"
 
 
+def test_a_finetuned_run_is_paired_with_the_run_it_continued():
+    from dataclasses import replace
+
+    from scipy.stats import ttest_ind, ttest_rel
+
+    from marlbench.compare.claims import Claim, judge
+
+    t = "e/a"
+    offline = _runs(t, "x", [2, 6, 4, 8])  # seeds differ a lot, each gains about 1
+    tuned = [replace(r, continues=f"x/seed-{r.seed}")
+             for r in _runs(t, "x+ft", [3.1, 6.9, 5.0, 9.1])]
+    claim = Claim("ft > offline", "", "greater", algo="x+ft", other="x", tasks=(t,))
+    task = judge(claim, offline + tuned).tasks[0]
+    assert task.paired and task.outcome == "holds"
+    assert task.p == pytest.approx(ttest_rel([3.1, 6.9, 5.0, 9.1], [2, 6, 4, 8]).pvalue)
+    assert ttest_ind([3.1, 6.9, 5.0, 9.1], [2, 6, 4, 8], equal_var=False).pvalue > 0.5
+    unpaired = judge(claim, offline + [replace(r, continues=None) for r in tuned]).tasks[0]
+    assert not unpaired.paired and unpaired.outcome == "ties"
+
+
 def test_a_task_is_judged_on_one_clean_commit_against_the_tables_rivals():
     from marlbench.compare.claims import Claim, judge
 

@@ -24,7 +24,9 @@ across the claim's tested tasks, alpha 0.05, as in `compare`; but see ``similar`
   task, *not reproduced* when it fails on any, and otherwise *not shown*.
 - ``not_worse`` ("similar or better"): as ``best``, but a task where no other algorithm is
   significantly better *holds*.
-- ``greater``: as ``best``, against one named opponent.
+- ``greater``: as ``best``, against one named opponent. Here and for ``similar``, when each
+  of the algorithm's runs continued its own run of the opponent (fine-tuned from an offline
+  run), the test is a paired t-test.
 - ``similar``: *reproduced* when every task has run and none shows a significant difference
   (which, with few seeds, is weak evidence: the report prints the differences), *not
   reproduced* when one does, *not shown* while some task has not run.
@@ -59,7 +61,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from marlbench.compare.results import RunRecord
-from marlbench.compare.stats import ALPHA, holm, mann_whitney_p, welch_p
+from marlbench.compare.stats import ALPHA, holm, mann_whitney_p, paired_p, welch_p
 
 KINDS = ("best", "not_worse", "greater", "similar", "faster", "untestable")
 # Claims that data can only contradict: a multiplicity correction would make them easier to
@@ -92,6 +94,7 @@ class TaskVerdict:
     board: str = ""  # and their leaderboard, when read back from leaderboards
     missing: tuple[str, ...] = ()  # rivals of the table without 2 runs at that commit
     p: float = math.nan  # the deciding p-value against the opponent, before Holm
+    paired: bool = False  # a paired t-test: each run continued its own run of the opponent
     p_holm: float = math.nan
 
 
@@ -191,9 +194,27 @@ def _task(claim: Claim, task: str, source: tuple[str, str] | None,
     else:
         if mine is None or len(mine) < 2 or len(present.get(claim.other, ())) < 2:
             return v
-        v.opponent, v.p = claim.other, welch_p(mine, present[claim.other])
+        v.opponent = claim.other
+        pairs = _continued_pairs(group, claim.algo, claim.other)
+        v.paired = pairs is not None
+        v.p = paired_p(*pairs) if pairs is not None else welch_p(mine, present[claim.other])
     v.outcome = "tested"
     return v
+
+
+def _continued_pairs(group: Sequence[RunRecord], algo: str, other: str
+                     ) -> tuple[np.ndarray, np.ndarray] | None:
+    """When every run of `algo` continued its own run of `other` (a fine-tuned run and the
+    offline run it started from), the two as matched arrays: a paired test then removes the
+    seed's share of the variance. None otherwise."""
+    mine = [r for r in group if r.algo == algo]
+    theirs = {f"{r.algo}/seed-{r.seed}": r for r in group if r.algo == other}
+    sources = [r.continues for r in mine]
+    if len(mine) < 2 or len(set(sources)) < len(sources) or not all(
+            s in theirs for s in sources):
+        return None
+    return (np.array([r.return_mean for r in mine]),
+            np.array([theirs[s].return_mean for s in sources]))
 
 
 def _deciding_rival(mine: np.ndarray, rivals: dict[str, np.ndarray],
@@ -287,7 +308,9 @@ def to_markdown(sections: Sequence[tuple[str, list[ClaimVerdict]]], source: str,
     lines = ["# Reproduction report", "",
              f"Written by `marlbench reproduce --report` from {where} (code commits judged "
              f"on: {', '.join(c[:12] for c in commits) or 'none'}).{unread} {DATA_CAVEAT}", "",
-             "Tests: Welch's t-test on the run scores (mean evaluation return per seed), "
+             "Tests: Welch's t-test on the run scores (mean evaluation return per seed; a "
+             "paired t-test where each run continued its own run of the opponent, marked "
+             "*paired*), "
              f"two-sided, Holm-corrected across each claim's tested tasks, alpha {ALPHA}. A "
              "task *holds* when the claim's direction is significant, *ties* when the data "
              "show no significant difference, *fails* when the opposite is significant. A claim "
@@ -335,7 +358,8 @@ def to_markdown(sections: Sequence[tuple[str, list[ClaimVerdict]]], source: str,
                 lines.append(
                     f"| {t.task} | {_source(t)} | {a} | "
                     f"{_num(t.means.get(a))} | {o} | {_num(t.means.get(o))} | "
-                    f"{t.seeds.get(a, 0)} vs {t.seeds.get(o, 0)} |{steps} {_p(t.p)} | "
+                    f"{t.seeds.get(a, 0)} vs {t.seeds.get(o, 0)} |{steps} {_p(t.p)}"
+                    f"{' (paired)' if t.paired else ''} | "
                     f"{_adjusted(v.claim, t)} | {t.outcome}{_missing(t)} |")
     return "\n".join(lines) + "\n"
 

@@ -301,7 +301,7 @@ def run_record(run: RunRecord) -> dict:
             "return_mean": run.return_mean, "episode_returns": list(run.episode_returns),
             "train_steps": run.train_steps, "code_commit": run.code_commit,
             "dataset_sha256": run.dataset_sha256, "references": run.references,
-            "source_commit": run.source_commit}
+            "source_commit": run.source_commit, "continues": run.continues}
 
 
 def to_json(comp: Comparison) -> str:

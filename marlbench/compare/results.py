@@ -38,6 +38,7 @@ class RunRecord:
     path: Path | None  # None: read back from a leaderboard's comparison.json
     board: str = ""  # the leaderboard folder it was read back from (runs of one comparison)
     source_commit: str | None = None  # a fine-tuned run: the code commit of the run it continued
+    continues: str | None = None  # and that run, as "<algo>/seed-<k>" of the same task
 
     @property
     def task(self) -> str:
@@ -109,6 +110,7 @@ def _read_run(path: Path, env: str, dataset: str, algo: str, seed: int) -> RunRe
     except (OSError, ValueError, KeyError) as exc:
         raise MarlbenchError(f"unreadable run {path}: {exc}") from None
     card: dict[str, Any] = summary.get("dataset_card") or {}
+    source: dict[str, Any] = summary.get("finetuned_from") or {}
     returns = tuple(float(e["return"]) for e in episodes)
     return RunRecord(env=env, dataset=dataset, algo=algo, seed=seed,
                      return_mean=float(summary["eval"]["return_mean"]),
@@ -117,7 +119,8 @@ def _read_run(path: Path, env: str, dataset: str, algo: str, seed: int) -> RunRe
                      dataset_sha256=card.get("sha256"),
                      references=dict(card.get("reference_returns") or {}),
                      command=summary.get("command", ""), path=path,
-                     source_commit=(summary.get("finetuned_from") or {}).get("code_commit"))
+                     source_commit=source.get("code_commit"),
+                     continues=f"{source['algo']}/seed-{source['seed']}" if source else None)
 
 
 def leaderboard_folders(root: Path | str) -> list[Path]:

@@ -58,6 +58,15 @@ def welch_p(x: np.ndarray, y: np.ndarray) -> float:
         return float(scipy.stats.ttest_ind(x, y, equal_var=False).pvalue)
 
 
+def paired_p(x: np.ndarray, y: np.ndarray) -> float:
+    """Two-sided paired t-test p-value on runs matched one to one (nan below 2 pairs)."""
+    if len(x) < 2 or len(x) != len(y):
+        return math.nan
+    with warnings.catch_warnings():  # identical differences: as `welch_p`
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return float(scipy.stats.ttest_rel(x, y).pvalue)
+
+
 def mann_whitney_p(x: np.ndarray, y: np.ndarray) -> float:
     """Two-sided Mann-Whitney U p-value (exact for small samples without ties)."""
     return float(scipy.stats.mannwhitneyu(x, y, alternative="two-sided").pvalue)
