@@ -20,6 +20,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from marlbench.errors import MarlbenchError
 from marlbench.evaluation import evaluate, summarize
 from marlbench.plugins import Registry, registry
@@ -39,6 +41,8 @@ def reevaluate(path: Path | str, targets: Sequence[float | None] = (None,), *,
     for a target of None, its target return."""
     path = Path(path)
     reg = reg or registry()
+    if threads:  # as `run`: an explicit --threads holds for every phase
+        torch.set_num_threads(threads)
     algo, algo_spec, env_spec = load_run(path, device, reg)  # checks the run is complete
     recorded = json.loads((path / "run.json").read_text())
     state = algo.extra_state()
